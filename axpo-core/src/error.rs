@@ -31,6 +31,11 @@ pub enum Error {
         /// Index of the first offending element within that input.
         index: usize,
     },
+    /// A scored reward is NaN or infinite (mark unscorable rollouts with `Reward::Unscorable`).
+    NonFiniteReward {
+        /// The trajectory.
+        trajectory: TrajectoryId,
+    },
     /// A value is outside its allowed range (for example a log-probability above zero).
     OutOfRange {
         /// Which input.
@@ -162,6 +167,12 @@ impl fmt::Display for Error {
                 "length mismatch in {what}: expected {expected}, got {got}"
             ),
             Self::NonFinite { what, index } => write!(f, "{what}[{index}] is not finite"),
+            Self::NonFiniteReward { trajectory } => {
+                write!(
+                    f,
+                    "the reward of {trajectory} is not finite (use Reward::Unscorable)"
+                )
+            }
             Self::OutOfRange { what, index } => write!(f, "{what}[{index}] is out of range"),
             Self::InvalidSpans {
                 trajectory,

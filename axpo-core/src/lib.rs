@@ -43,7 +43,7 @@
 //! | feature | default | what it does |
 //! |---|---|---|
 //! | `std` | yes | Enables `std` in `num-traits` and `half`. Without it the crate is `no_std` + `alloc`. |
-//! | `arbitrary` | no | `arbitrary::Arbitrary` for the plain input types, for fuzzing. |
+//! | `arbitrary` | no | `arbitrary::Arbitrary` for the plain input types, for fuzzing (implies `std`). |
 //!
 //! ## Errors and panics
 //!

@@ -217,18 +217,20 @@ impl ResamplePlan {
     /// this round, with fresh ids in return order. Each branch must answer a request of the
     /// plan, no request may receive more than its count, and each branch must carry its parent's
     /// exact prefix (tokens and roles); the prefix's log-probs are the parent's. Returning fewer
-    /// branches than requested is allowed (the engine may drop failures).
+    /// branches than requested is allowed (the engine may drop failures). Every branch is
+    /// checked before any is added: on error the batch is unchanged.
     ///
     /// # Errors
-    /// [`Error::UnplannedBranch`], [`Error::PrefixMismatch`], [`Error::PrefixOutOfRange`], or a
-    /// validation error of the branch; the batch is returned unchanged only on success.
-    pub fn merge(&self, batch: &Batch, returned: Vec<BranchRollout>) -> Result<Batch> {
+    /// [`Error::UnplannedBranch`], [`Error::UnknownParent`], [`Error::PrefixMismatch`],
+    /// [`Error::PrefixOutOfRange`], [`Error::ConflictingPrefixes`], or a validation error of the
+    /// branch.
+    pub fn merge(&self, batch: &mut Batch, returned: Vec<BranchRollout>) -> Result<()> {
         let mut left: BTreeMap<(TrajectoryId, usize), usize> = BTreeMap::new();
         for r in &self.requests {
             *left.entry((r.parent, r.prefix_len)).or_insert(0) += r.count;
         }
-        let mut out = batch.clone();
         let mut next = batch.next_id().0;
+        let mut built = Vec::with_capacity(returned.len());
         for b in returned {
             let id = TrajectoryId(next);
             let slot = left
@@ -240,14 +242,13 @@ impl ResamplePlan {
                 branch: id,
                 parent: b.parent,
             })?;
-            let t = b.into_trajectory(parent, id, self.round)?;
-            out.insert_branch(t)?;
+            built.push(b.into_trajectory(parent, id, self.round)?);
             next = next.checked_add(1).ok_or(Error::InvalidConfig {
                 field: "trajectory ids",
                 reason: "exhausted the u32 id space",
             })?;
         }
-        Ok(out)
+        batch.insert_branches(built)
     }
 }
 

@@ -177,11 +177,11 @@ fn ppo_token(rho: f64, drho: f64, a: f64, lo: f64, hi: f64, dual: Option<f64>) -
 /// `exp(clamp(x))` and whether `x` was inside the clamp.
 fn clamped_exp(x: f64, c: f64) -> (f64, bool) {
     if x > c {
-        (libm::exp(c), false)
+        (num_traits::Float::exp(c), false)
     } else if x < -c {
-        (libm::exp(-c), false)
+        (num_traits::Float::exp(-c), false)
     } else {
-        (libm::exp(x), true)
+        (num_traits::Float::exp(x), true)
     }
 }
 
@@ -264,6 +264,8 @@ fn compute<F: Real>(
     let n = inp.logp.len();
     let c = config.log_ratio_clamp;
     let f = |x: F| x.to_f64();
+    // `evaluate` passes the same slice as live and detached: skip the second evaluation.
+    let same = core::ptr::eq(live, inp.logp);
     let mut d_logp = vec![F::zero(); n];
     let mut d_entropy = vec![F::zero(); n];
     let (mut pol, mut klt, mut ent) = (0.0f64, 0.0f64, 0.0f64);
@@ -331,11 +333,14 @@ fn compute<F: Real>(
                     (v, g, clip)
                 }
                 PolicyLoss::Gspo { eps_low, eps_high } => {
-                    let s_live = seq_ratio * clamped_exp(lv - det, c).0;
-                    let (_, g, clip) =
-                        ppo_token(seq_ratio, seq_ratio, a, 1.0 - eps_low, 1.0 + eps_high, None);
-                    let (v, _, _) = ppo_token(s_live, 0.0, a, 1.0 - eps_low, 1.0 + eps_high, None);
-                    (v, g, clip)
+                    let (lo, hi) = (1.0 - eps_low, 1.0 + eps_high);
+                    let (v, g, clip) = ppo_token(seq_ratio, seq_ratio, a, lo, hi, None);
+                    if same {
+                        (v, g, clip)
+                    } else {
+                        let s_live = seq_ratio * clamped_exp(lv - det, c).0;
+                        (ppo_token(s_live, 0.0, a, lo, hi, None).0, g, clip)
+                    }
                 }
                 PolicyLoss::Cispo { bounds } => {
                     let wgt = match bounds {
@@ -393,8 +398,12 @@ fn compute<F: Real>(
             pol += w * tis * value;
             let mut g = w * tis * grad;
             if let (Some(kl), Some(r)) = (config.kl, inp.ref_logp) {
-                let (k_live, _) = kl_token(kl.estimator, lv - f(r[t]), c);
                 let (k_det, dk) = kl_token(kl.estimator, det - f(r[t]), c);
+                let k_live = if same {
+                    k_det
+                } else {
+                    kl_token(kl.estimator, lv - f(r[t]), c).0
+                };
                 m.kl_mean += k_det;
                 klt += w * kl.beta * k_live;
                 g += w * kl.beta * dk;

@@ -49,14 +49,20 @@ impl TrainingTokens {
             trajectories.len(),
             credited.trajectories.len(),
         )?;
+        let n: usize = credited
+            .trajectories
+            .iter()
+            .map(|c| c.advantages.len())
+            .sum();
         let mut out = Self {
-            rows: Vec::new(),
-            targets: Vec::new(),
-            old_logp: Vec::new(),
-            advantages: Vec::new(),
-            seq_offsets: alloc::vec![0],
-            sequences: Vec::new(),
+            rows: Vec::with_capacity(n),
+            targets: Vec::with_capacity(n),
+            old_logp: Vec::with_capacity(n),
+            advantages: Vec::with_capacity(n),
+            seq_offsets: Vec::with_capacity(trajectories.len() + 1),
+            sequences: Vec::with_capacity(trajectories.len()),
         };
+        out.seq_offsets.push(0);
         for (t, c) in trajectories.iter().zip(&credited.trajectories) {
             if t.id() != c.trajectory {
                 return Err(Error::LengthMismatch {
@@ -74,15 +80,15 @@ impl TrainingTokens {
             if c.advantages.is_empty() {
                 continue;
             }
-            for (k, pos) in t.policy_positions().enumerate().skip(c.first_trained) {
-                out.rows.push(TokenRef {
-                    trajectory: t.id(),
-                    position: pos,
-                });
-                out.targets.push(t.tokens()[pos]);
-                out.old_logp.push(t.logprobs()[k]);
-                out.advantages.push(c.advantages[k - c.first_trained]);
-            }
+            let positions = t.policy_positions().skip(c.first_trained);
+            out.rows.extend(positions.clone().map(|position| TokenRef {
+                trajectory: t.id(),
+                position,
+            }));
+            out.targets.extend(positions.map(|p| t.tokens()[p]));
+            out.old_logp
+                .extend_from_slice(&t.logprobs()[c.first_trained..]);
+            out.advantages.extend_from_slice(&c.advantages);
             out.sequences.push(t.id());
             out.seq_offsets.push(out.rows.len());
         }

@@ -219,26 +219,45 @@ impl Batch {
         )
     }
 
-    /// Adds a validated branch to its parent's group.
-    pub(crate) fn insert_branch(&mut self, branch: Trajectory) -> Result<()> {
-        let Origin::Branch { parent, .. } = branch.origin() else {
-            return Err(Error::InvalidConfig {
-                field: "branch origin",
-                reason: "a root cannot be inserted as a branch",
-            });
-        };
-        let gi = self
-            .groups
-            .iter()
-            .position(|g| g.get(parent).is_some())
-            .ok_or(Error::UnknownParent {
-                branch: branch.id(),
-                parent,
-            })?;
-        let mut group = self.groups[gi].clone();
-        group.push(branch);
-        group.validate()?;
-        self.groups[gi] = group;
+    /// Adds branches that were each built against their parent by
+    /// [`BranchRollout::into_trajectory`]: checks that a parent's branches keep one prefix
+    /// length, then appends each to its parent's group. On error the batch is unchanged.
+    pub(crate) fn insert_branches(&mut self, branches: Vec<Trajectory>) -> Result<()> {
+        let mut placed = Vec::with_capacity(branches.len());
+        let mut cut: BTreeMap<TrajectoryId, usize> = BTreeMap::new();
+        for b in &branches {
+            let Origin::Branch {
+                parent, prefix_len, ..
+            } = b.origin()
+            else {
+                return Err(Error::InvalidConfig {
+                    field: "branch origin",
+                    reason: "a root cannot be inserted as a branch",
+                });
+            };
+            let gi = self
+                .groups
+                .iter()
+                .position(|g| g.get(parent).is_some())
+                .ok_or(Error::UnknownParent {
+                    branch: b.id(),
+                    parent,
+                })?;
+            let existing = self.groups[gi]
+                .branches_of(parent)
+                .find_map(|x| match x.origin() {
+                    Origin::Branch { prefix_len, .. } => Some(prefix_len),
+                    Origin::Root => None,
+                });
+            let want = *cut.entry(parent).or_insert(existing.unwrap_or(prefix_len));
+            if want != prefix_len {
+                return Err(Error::ConflictingPrefixes { parent });
+            }
+            placed.push(gi);
+        }
+        for (b, gi) in branches.into_iter().zip(placed) {
+            self.groups[gi].push(b);
+        }
         Ok(())
     }
 }

@@ -181,7 +181,8 @@ impl Trajectory {
     ///
     /// # Errors
     /// [`Error::InvalidSpans`], [`Error::LengthMismatch`], [`Error::NonFinite`],
-    /// [`Error::OutOfRange`], or [`Error::NonFinite`] for a `Reward::Scored` that is not finite.
+    /// [`Error::OutOfRange`], or [`Error::NonFiniteReward`] for a `Reward::Scored` that is not
+    /// finite.
     pub fn new(
         id: TrajectoryId,
         tokens: Vec<u32>,
@@ -196,10 +197,7 @@ impl Trajectory {
         if let Reward::Scored(r) = reward
             && !r.is_finite()
         {
-            return Err(Error::NonFinite {
-                what: "reward",
-                index: id.0 as usize,
-            });
+            return Err(Error::NonFiniteReward { trajectory: id });
         }
         Ok(Self {
             id,
@@ -236,14 +234,13 @@ impl Trajectory {
     /// Replaces the reward.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] for a non-finite `Reward::Scored`.
+    /// [`Error::NonFiniteReward`] for a non-finite `Reward::Scored`.
     pub fn with_reward(mut self, reward: Reward) -> Result<Self> {
         if let Reward::Scored(r) = reward
             && !r.is_finite()
         {
-            return Err(Error::NonFinite {
-                what: "reward",
-                index: self.id.0 as usize,
+            return Err(Error::NonFiniteReward {
+                trajectory: self.id,
             });
         }
         self.reward = reward;
@@ -327,7 +324,7 @@ impl Trajectory {
     }
 
     /// Positions of all policy tokens, in order.
-    pub fn policy_positions(&self) -> impl Iterator<Item = usize> + '_ {
+    pub fn policy_positions(&self) -> impl Iterator<Item = usize> + Clone + '_ {
         self.spans
             .iter()
             .filter(|s| s.role.is_policy())

@@ -69,6 +69,7 @@ pub const QWEN_ASSISTANT_HEADER: [u32; 2] = [77_091, 198];
 ///   until `<|im_start|>` followed by the assistant header (default `assistant\n`), followed by
 ///   the generation prompt (default none; `<think>\n` for Thinking templates); the policy
 ///   resumes after them.
+/// - `<|endoftext|>` outside a policy turn also starts [`Role::Pad`].
 /// - Unclosed spans run to the end (truncated rollouts). The segmenter never fails on content;
 ///   it fails only when `prompt_len` exceeds the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +195,10 @@ impl Segmenter {
                         roles.push(role);
                         phase = Phase::Policy(next);
                     }
+                }
+                Phase::Environment if t == sp.end_of_text => {
+                    roles.push(Role::Pad);
+                    phase = Phase::Pad;
                 }
                 Phase::Environment => {
                     roles.push(Role::ToolResponse);

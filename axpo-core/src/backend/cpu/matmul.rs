@@ -61,11 +61,12 @@ impl CpuGemm for ReferenceGemm {
         if m == 0 || n == 0 {
             return;
         }
-        // Pack op(A) as m x k and op(B) as k x n, both dense row-major.
+        // Pack alpha * op(A) as m x k and op(B) as k x n, both dense row-major, then accumulate
+        // straight into the output rows (zeroed first when overwriting): no m x n temporary.
         let mut ap = vec![0.0f32; m * k];
         for i in 0..m {
             for p in 0..k {
-                ap[i * k + p] = a.data[i * a.rs + p * a.cs];
+                ap[i * k + p] = epilogue.alpha * a.data[i * a.rs + p * a.cs];
             }
         }
         let mut bp = vec![0.0f32; k * n];
@@ -74,16 +75,20 @@ impl CpuGemm for ReferenceGemm {
                 bp[p * n + j] = b.data[p * b.rs + j * b.cs];
             }
         }
-        let mut acc = vec![0.0f32; m * n];
+        if epilogue.accumulate == Accumulate::Overwrite {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
         for jb in (0..n).step_by(NB) {
             let je = (jb + NB).min(n);
             for pb in (0..k).step_by(KB) {
                 let pe = (pb + KB).min(k);
                 let mut i = 0;
                 while i + 4 <= m {
-                    let (r0, rest) = acc[i * n..(i + 4) * n].split_at_mut(n);
-                    let (r1, rest) = rest.split_at_mut(n);
-                    let (r2, r3) = rest.split_at_mut(n);
+                    let (r0, rest) = c[i * ldc..].split_at_mut(ldc);
+                    let (r1, rest) = rest.split_at_mut(ldc);
+                    let (r2, r3) = rest.split_at_mut(ldc);
                     let (r0, r1, r2, r3) = (
                         &mut r0[jb..je],
                         &mut r1[jb..je],
@@ -108,7 +113,7 @@ impl CpuGemm for ReferenceGemm {
                     i += 4;
                 }
                 while i < m {
-                    let row = &mut acc[i * n + jb..i * n + je];
+                    let row = &mut c[i * ldc + jb..i * ldc + je];
                     for p in pb..pe {
                         let av = ap[i * k + p];
                         let brow = &bp[p * n + jb..p * n + je];
@@ -117,22 +122,6 @@ impl CpuGemm for ReferenceGemm {
                         }
                     }
                     i += 1;
-                }
-            }
-        }
-        for i in 0..m {
-            let dst = &mut c[i * ldc..i * ldc + n];
-            let src = &acc[i * n..(i + 1) * n];
-            match epilogue.accumulate {
-                Accumulate::Overwrite => {
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d = epilogue.alpha * s;
-                    }
-                }
-                Accumulate::Add => {
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d += epilogue.alpha * s;
-                    }
                 }
             }
         }
