@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs every check of the workspace on a fresh Debian/Ubuntu machine with a Rust toolchain,
+# installing what the checks need first:
+#   - Mesa's software Vulkan (lavapipe), for the wgpu backend's tests;
+#   - NVIDIA's NVRTC from PyPI (a wheel, no GPU or driver needed), so the CUDA kernels compile;
+#   - the thumbv7em-none-eabihf target, to prove axpo-core builds without std;
+#   - cargo-fuzz, for a bounded run of every fuzz target.
+# Then: rustfmt, clippy, the workspace's tests, the wgpu conformance suite, the no_std build and
+# the fuzz smoke run. Set AXPO_FUZZ_SECONDS to change the per-target fuzz time (default 30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# Build outputs outside the clone, so a reused machine rebuilds incrementally.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/axpo/target}
+export CARGO_INCREMENTAL=0
+export CARGO_TERM_COLOR=never
+# Software Vulkan: pick the Vulkan adapter, not the GL one.
+export WGPU_BACKEND=vulkan
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+chmod 700 "$XDG_RUNTIME_DIR"
+
+step() { printf '\n==== %s (%ss)\n' "$1" "$SECONDS"; }
+
+step "install: system packages"
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ! ldconfig -p | grep -q 'libvulkan.so.1 '; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1
+fi
+
+step "install: NVRTC (pip wheel)"
+NVRTC_VENV=${AXPO_NVRTC_VENV:-$HOME/.cache/axpo/venv-nvrtc}
+if [ ! -x "$NVRTC_VENV/bin/python" ]; then
+  python3 -m venv "$NVRTC_VENV"
+fi
+"$NVRTC_VENV/bin/pip" install -q --disable-pip-version-check "nvidia-cuda-nvrtc-cu12==12.9.86"
+NVRTC_LIB=$("$NVRTC_VENV/bin/python" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))')
+export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export AXPO_REQUIRE_NVRTC=1
+
+step "install: rust components and targets"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+NOSTD_TARGET=thumbv7em-none-eabihf
+if ! rustup target add "$NOSTD_TARGET" >/dev/null 2>&1; then
+  NOSTD_TARGET=""
+  echo "note: could not install $NOSTD_TARGET; falling back to the cargo-tree std check"
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --version 0.13.2 --locked -q
+fi
+
+step "rustfmt"
+cargo fmt --all -- --check
+(cd fuzz && cargo fmt --all -- --check)
+
+step "clippy"
+cargo clippy --workspace --all-targets --all-features -q -- -D warnings
+
+step "tests (workspace)"
+cargo test --workspace -q
+
+step "tests (wgpu backend on lavapipe)"
+cargo test -q -p axpo-tests --features wgpu --test conformance_wgpu
+cargo test -q -p axpo-backend-wgpu
+
+step "tests (facade with every backend and the model)"
+cargo test -q -p axpo --all-features
+
+step "no_std build of axpo-core"
+if [ -n "$NOSTD_TARGET" ]; then
+  cargo build -q -p axpo-core --no-default-features --target "$NOSTD_TARGET"
+else
+  if cargo tree -p axpo-core --no-default-features -e normal,features --prefix none | grep -q 'feature "std"'; then
+    echo "axpo-core pulls in std without its std feature"; exit 1
+  fi
+fi
+
+step "fuzz (bounded)"
+FUZZ_SECONDS=${AXPO_FUZZ_SECONDS:-30}
+(
+  cd fuzz
+  export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
+  for target in $(cargo fuzz list); do
+    echo "fuzz target $target for ${FUZZ_SECONDS}s"
+    mkdir -p "corpus/$target"
+    cargo fuzz run --sanitizer none "$target" "corpus/$target" "seeds/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked' || true
+    if ls "artifacts/$target"/crash-* >/dev/null 2>&1; then
+      echo "fuzz target $target crashed"; exit 1
+    fi
+  done
+)
+
+step "all checks passed"
