@@ -35,8 +35,8 @@ NVRTC_VENV=${AXPO_NVRTC_VENV:-$HOME/.cache/axpo/venv-nvrtc}
 if [ ! -x "$NVRTC_VENV/bin/python" ]; then
   python3 -m venv "$NVRTC_VENV"
 fi
-"$NVRTC_VENV/bin/pip" install -q --disable-pip-version-check "nvidia-cuda-nvrtc-cu12==12.9.86"
-NVRTC_LIB=$("$NVRTC_VENV/bin/python" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))')
+"$NVRTC_VENV/bin/pip" install -q --disable-pip-version-check "nvidia-cuda-nvrtc==13.0.88"
+NVRTC_LIB=$(ls -d "$NVRTC_VENV"/lib/python3*/site-packages/nvidia/cu13/lib)
 export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export AXPO_REQUIRE_NVRTC=1
 
