@@ -178,7 +178,9 @@ pub trait BufferOps: BackendTypes {
 /// Matrix multiplication.
 pub trait MatmulOps: BufferOps {
     /// `out (=|+=) alpha * op(a) op(b)` with `op` chosen by each [`Layout`]; `op(a)` is `m x k`,
-    /// `op(b)` is `k x n`, `out` is `m x n`. Accumulation is at least f32.
+    /// `op(b)` is `k x n`, `out` is `m x n`. Accumulation is at least f32. Every backend accepts
+    /// an f32 `out`; half-precision outputs are optional (a backend may answer
+    /// [`Error::UnsupportedDType`]).
     ///
     /// # Errors
     /// [`Error::Shape`] on inconsistent shapes, [`Error::UnsupportedDType`] on element types the
@@ -503,7 +505,8 @@ pub trait EmbeddingOps: BufferOps {
     /// [`Error::TargetOutOfRange`] if an id is not a row of the table.
     fn gather_rows(&self, table: MatRef<'_, Self::Buffer>, ids: &[u32]) -> Result<Self::Buffer>;
 
-    /// `dst[rows[i]] (=|+=) src[i]` for every `i`.
+    /// `dst[rows[i]] (=|+=) src[i]` for every `i`, in order: with repeated rows, `Replace` keeps
+    /// the last source row and `Add` sums them.
     ///
     /// # Errors
     /// [`Error::Shape`] if widths differ or `rows.len() != src.rows()`;

@@ -16,7 +16,9 @@
 //! Every backend stores this state as [`STATE_WIDTH`] f32 values per row, in this slot order,
 //! initialised by [`StatsState::INIT`]; the initial maximum is the lowest finite f32 so that no
 //! infinity enters the arithmetic. Logits of `-inf` (a grammar mask) are allowed and contribute
-//! nothing; a row whose logits are all `-inf` is left unchanged.
+//! nothing; a chunk whose logits are all `-inf` leaves the state unchanged. A row must keep at
+//! least one finite logit: for an all-`-inf` row there is no distribution, and its statistics
+//! are unspecified (the reference backend gives NaN, which the objective then rejects).
 //!
 //! The backward of the per-token statistics with respect to the logits, for upstream gradients
 //! `g_logp` and `g_entropy`, is

@@ -333,7 +333,43 @@ impl<'a, B: DeviceBuffer + ?Sized> MatMut<'a, B> {
     }
 }
 
-impl<B: ?Sized> MatMut<'_, B> {
+impl<'a, B: ?Sized> MatMut<'a, B> {
+    /// Rows `start..end` of this view.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if the range is not inside the view.
+    pub fn rows_range(self, start: usize, end: usize) -> Result<Self> {
+        if start > end || end > self.rows {
+            return Err(Error::Shape {
+                op: "matrix view",
+                reason: "row range outside the view",
+            });
+        }
+        Ok(Self {
+            offset: self.offset + start * self.row_stride,
+            rows: end - start,
+            ..self
+        })
+    }
+
+    /// Columns `start..end` of this view.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if the range is not inside the view.
+    pub fn cols_range(self, start: usize, end: usize) -> Result<Self> {
+        if start > end || end > self.cols {
+            return Err(Error::Shape {
+                op: "matrix view",
+                reason: "column range outside the view",
+            });
+        }
+        Ok(Self {
+            offset: self.offset + start,
+            cols: end - start,
+            ..self
+        })
+    }
+
     /// The underlying buffer.
     pub fn buffer_mut(&mut self) -> &mut B {
         self.buffer
