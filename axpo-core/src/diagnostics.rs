@@ -18,7 +18,10 @@ pub struct Diagnostics {
     pub tool_call_rate: f64,
     /// Groups whose tool-using subgroup is non-empty.
     pub groups_with_tool_use: usize,
-    /// Share of those groups whose tool-using subgroup is all wrong.
+    /// Groups whose tool-using subgroup is all wrong.
+    pub all_wrong_tool_subgroups: usize,
+    /// Share of the groups with tool use whose tool-using subgroup is all wrong (0 when no group
+    /// uses tools: read it with `groups_with_tool_use`).
     pub all_wrong_tool_subgroup_rate: f64,
     /// Share of groups whose scored root rewards are all exactly equal (no GRPO signal).
     pub zero_variance_group_rate: f64,
@@ -58,10 +61,8 @@ pub fn diagnose(
     let tool_users: usize = subs.iter().map(|s| s.members.len()).sum();
     d.tool_call_rate = ratio(tool_users, d.rollouts);
     d.groups_with_tool_use = subs.iter().filter(|s| !s.members.is_empty()).count();
-    d.all_wrong_tool_subgroup_rate = ratio(
-        subs.iter().filter(|s| s.is_all_wrong()).count(),
-        d.groups_with_tool_use,
-    );
+    d.all_wrong_tool_subgroups = subs.iter().filter(|s| s.is_all_wrong()).count();
+    d.all_wrong_tool_subgroup_rate = ratio(d.all_wrong_tool_subgroups, d.groups_with_tool_use);
     let mut zero_var = 0;
     let (mut scored, mut sum, mut correct) = (0usize, 0.0f64, 0usize);
     for g in batch.groups() {

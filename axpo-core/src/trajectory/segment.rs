@@ -134,7 +134,7 @@ impl Segmenter {
     /// Role of every token of `stream`, whose first `prompt_len` tokens are the prompt.
     ///
     /// # Errors
-    /// [`Error::PrefixOutOfRange`] if `prompt_len > stream.len()`.
+    /// [`Error::InvalidSpans`] if `prompt_len > stream.len()`.
     pub fn roles(&self, stream: &[u32], prompt_len: usize) -> Result<Vec<Role>> {
         if prompt_len > stream.len() {
             return Err(Error::InvalidSpans {
