@@ -41,7 +41,8 @@ fi
 
 if has tests; then
   : > "$OUT/tests.log"
-  for t in nvrtc_compile no_device axpo_backend_cuda device conformance_cuda; do
+  export AXPO_QWEN3VL_FIXTURES=${AXPO_QWEN3VL_FIXTURES:-$PWD/model-qwen3vl/fixtures}
+  for t in nvrtc_compile no_device axpo_backend_cuda device qwen3vl_fixtures conformance_cuda; do
     if [ ! -x "$CARRY/bin/$t" ]; then
       echo "MISSING test binary $t" | tee -a "$OUT/tests.log"; status=1; continue
     fi

@@ -60,3 +60,21 @@ fn variant_a_text_only() {
 fn variant_b_two_images() {
     check("qwen3vl-tiny-b", "image2", NAMES).unwrap();
 }
+
+/// bf16 weights kept as stored and unpacked in the shaders (the GPU configuration), at the same
+/// tolerance: the fixtures' weights are bf16 values, so keeping them loses nothing.
+#[test]
+fn variant_b_bf16_weights_unpacked_in_shaders() {
+    use axpo_model_qwen3vl::parity::check_case_with;
+    use axpo_model_qwen3vl::weights::{LoadOptions, WeightDType};
+    let backend = Wgpu::new().unwrap();
+    let options = LoadOptions::default().with_weight_dtype(WeightDType::AsStored);
+    let dir = fixtures_dir().join("qwen3vl-tiny-b");
+    let report = check_case_with(backend, &dir, "image2", &options).unwrap();
+    assert!(
+        report.failures(TOLERANCE).is_empty(),
+        "over tolerance: {:?}",
+        report.failures(TOLERANCE)
+    );
+    assert!(report.diffs.contains_key("logits"));
+}

@@ -29,10 +29,14 @@ use crate::weights::{LoadOptions, SafetensorsStore};
 /// Maximum absolute difference accepted on every compared tensor (see the module docs).
 pub const TOLERANCE: f32 = 5e-5;
 
-/// The crate's committed fixtures folder.
+/// The crate's committed fixtures folder, or `$AXPO_QWEN3VL_FIXTURES` when set (test binaries
+/// carried to another machine, where the build-time path does not exist).
 #[must_use]
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    std::env::var_os("AXPO_QWEN3VL_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+        PathBuf::from,
+    )
 }
 
 /// One fixture case: its prompt and the expected tensors.
