@@ -330,7 +330,7 @@ impl From<BackendError> for Error {
 ///
 /// # Errors
 /// [`Error::NonFinite`] naming `what` and the first bad index.
-pub(crate) fn check_finite<F: num_traits::Float>(what: &'static str, values: &[F]) -> Result<()> {
+pub fn check_finite<F: num_traits::Float>(what: &'static str, values: &[F]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
         Some(index) => Err(Error::NonFinite { what, index }),
         None => Ok(()),
@@ -341,7 +341,7 @@ pub(crate) fn check_finite<F: num_traits::Float>(what: &'static str, values: &[F
 ///
 /// # Errors
 /// [`Error::LengthMismatch`].
-pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
+pub fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
     if expected == got {
         Ok(())
     } else {

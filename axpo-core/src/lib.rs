@@ -54,6 +54,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 extern crate alloc;
+// The `arbitrary` derive (which implies `std`) names `::std`.
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod advantage;
 pub mod backend;
@@ -69,7 +72,7 @@ pub mod trajectory;
 
 pub use advantage::{AdvantageConfig, Credit, Credited, Estimator, StdMode, assign};
 pub use diagnostics::{Diagnostics, diagnose};
-pub use error::{BackendError, BackendErrorKind, Error, Result};
+pub use error::{BackendError, BackendErrorKind, Error, Result, check_finite, check_len};
 pub use metrics::{mean_pass_at_k, pass_at_k};
 pub use objective::{
     Aggregation, ObjectiveConfig, ObjectiveInputs, ObjectiveOutput, PolicyLoss, TrainingTokens,

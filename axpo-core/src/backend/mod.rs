@@ -393,39 +393,60 @@ pub trait AttentionOps: MatmulOps {
         spec: AttentionSpec<'_>,
     ) -> Result<Self::Buffer> {
         check_attention(&q, &k, &v, &spec)?;
-        let (q_rows, kv_rows, hd) = (q.rows(), k.rows(), spec.head_dim);
-        let group = spec.heads / spec.kv_heads;
-        let mut out = self.zeros(DType::F32, q_rows * spec.heads * hd)?;
-        if q_rows == 0 {
-            return Ok(out);
-        }
-        let mut scores = self.zeros(DType::F32, q_rows * kv_rows)?;
-        for h in 0..spec.heads {
-            let g = h / group;
-            let qh = q.cols_range(h * hd, (h + 1) * hd)?;
-            let kh = k.cols_range(g * hd, (g + 1) * hd)?;
-            let vh = v.cols_range(g * hd, (g + 1) * hd)?;
-            self.matmul(
-                qh,
-                Layout::AsStored,
-                kh,
-                Layout::Transposed,
-                MatMut::new(&mut scores, q_rows, kv_rows)?,
-                Epilogue::OVERWRITE,
-            )?;
-            self.masked_softmax(&mut scores, q_rows, kv_rows, spec.mask, spec.scale)?;
-            let out_h = MatMut::strided(&mut out, h * hd, q_rows, hd, spec.heads * hd)?;
-            self.matmul(
-                MatRef::new(&scores, q_rows, kv_rows)?,
-                Layout::AsStored,
-                vh,
-                Layout::AsStored,
-                out_h,
-                Epilogue::OVERWRITE,
-            )?;
-        }
+        let mut out = self.zeros(DType::F32, q.rows() * spec.heads * spec.head_dim)?;
+        attention_by_matmul(self, q, k, v, spec, &mut out)?;
         Ok(out)
     }
+}
+
+/// The default attention, built from primitives, writing into `out` (`q_rows x heads*head_dim`,
+/// any element type the backend's matmul can write): per head, a matmul for the scores,
+/// [`AttentionOps::masked_softmax`], and a matmul with the values. Backends that override
+/// [`AttentionOps::attention`] call it for the shapes their fused kernel does not cover.
+///
+/// # Errors
+/// [`Error::Shape`] on inconsistent shapes, head counts or an `out` of the wrong length; the
+/// primitives' errors.
+pub fn attention_by_matmul<B: AttentionOps + ?Sized>(
+    backend: &B,
+    q: MatRef<'_, B::Buffer>,
+    k: MatRef<'_, B::Buffer>,
+    v: MatRef<'_, B::Buffer>,
+    spec: AttentionSpec<'_>,
+    out: &mut B::Buffer,
+) -> Result<()> {
+    check_attention(&q, &k, &v, &spec)?;
+    let (q_rows, kv_rows, hd) = (q.rows(), k.rows(), spec.head_dim);
+    crate::error::check_len("attention output", q_rows * spec.heads * hd, out.len())?;
+    if q_rows == 0 {
+        return Ok(());
+    }
+    let group = spec.heads / spec.kv_heads;
+    let mut scores = backend.zeros(DType::F32, q_rows * kv_rows)?;
+    for h in 0..spec.heads {
+        let g = h / group;
+        let qh = q.cols_range(h * hd, (h + 1) * hd)?;
+        let kh = k.cols_range(g * hd, (g + 1) * hd)?;
+        let vh = v.cols_range(g * hd, (g + 1) * hd)?;
+        backend.matmul(
+            qh,
+            Layout::AsStored,
+            kh,
+            Layout::Transposed,
+            MatMut::new(&mut scores, q_rows, kv_rows)?,
+            Epilogue::OVERWRITE,
+        )?;
+        backend.masked_softmax(&mut scores, q_rows, kv_rows, spec.mask, spec.scale)?;
+        backend.matmul(
+            MatRef::new(&scores, q_rows, kv_rows)?,
+            Layout::AsStored,
+            vh,
+            Layout::AsStored,
+            MatMut::strided(out, h * hd, q_rows, hd, spec.heads * hd)?,
+            Epilogue::OVERWRITE,
+        )?;
+    }
+    Ok(())
 }
 
 /// Checks the shapes of an attention call.
@@ -782,6 +803,49 @@ pub trait LogprobOps: MatmulOps {
         }
         Ok(HeadGrads { d_hidden, d_weight })
     }
+}
+
+/// Checks the operands of [`LogprobOps::stats_backward`]: `out` has the logits chunk's shape and
+/// every per-row buffer (targets, `lse`, entropy, upstream gradients) has one value per row.
+///
+/// # Errors
+/// [`Error::Shape`], [`Error::LengthMismatch`].
+pub fn check_stats_backward<B: DeviceBuffer>(
+    logits: &MatRef<'_, B>,
+    targets: &B,
+    stats: &TokenStats<B>,
+    grad: &StatsGrad<'_, B>,
+    out: &MatMut<'_, B>,
+) -> Result<()> {
+    let rows = logits.rows();
+    if out.rows() != rows || out.cols() != logits.cols() {
+        return Err(Error::Shape {
+            op: "stats_backward",
+            reason: "output shape differs from the logits chunk",
+        });
+    }
+    check_stats_grad(stats, grad, rows)?;
+    crate::error::check_len("stats_backward targets", rows, targets.len())
+}
+
+/// Checks that the forward statistics and upstream gradients of a backward hold one value per
+/// row.
+///
+/// # Errors
+/// [`Error::LengthMismatch`].
+pub fn check_stats_grad<B: DeviceBuffer>(
+    stats: &TokenStats<B>,
+    grad: &StatsGrad<'_, B>,
+    rows: usize,
+) -> Result<()> {
+    let check = crate::error::check_len;
+    check("stats_backward lse", rows, stats.lse.len())?;
+    check("stats_backward entropy", rows, stats.entropy.len())?;
+    check("stats_backward d_logp", rows, grad.d_logp.len())?;
+    if let Some(de) = grad.d_entropy {
+        check("stats_backward d_entropy", rows, de.len())?;
+    }
+    Ok(())
 }
 
 /// Checks the operands of the fused output-head ops.

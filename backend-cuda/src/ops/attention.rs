@@ -2,8 +2,8 @@
 //! KV cache, tensor-core flash attention for bf16/f16, the exact CUDA-core kernel otherwise.
 
 use axpo_core::backend::{
-    AttentionMask, AttentionOps, AttentionSpec, BufferOps, DType, DeviceBuffer, Epilogue, Layout,
-    MatMut, MatRef, MatmulOps, check_attention, check_mask,
+    AttentionMask, AttentionOps, AttentionSpec, BufferOps, DType, DeviceBuffer, MatRef,
+    check_attention, check_mask,
 };
 use axpo_core::{Error, Result};
 
@@ -122,33 +122,7 @@ impl Cuda {
         spec: AttentionSpec<'_>,
         out: &mut CudaBuffer,
     ) -> Result<()> {
-        let (q_rows, kv_rows, hd) = (q.rows(), k.rows(), spec.head_dim);
-        let group = spec.heads / spec.kv_heads;
-        let mut scores = self.zeros(DType::F32, q_rows * kv_rows)?;
-        for h in 0..spec.heads {
-            let g = h / group;
-            let qh = q.cols_range(h * hd, (h + 1) * hd)?;
-            let kh = k.cols_range(g * hd, (g + 1) * hd)?;
-            let vh = v.cols_range(g * hd, (g + 1) * hd)?;
-            self.matmul(
-                qh,
-                Layout::AsStored,
-                kh,
-                Layout::Transposed,
-                MatMut::new(&mut scores, q_rows, kv_rows)?,
-                Epilogue::OVERWRITE,
-            )?;
-            self.masked_softmax(&mut scores, q_rows, kv_rows, spec.mask, spec.scale)?;
-            self.matmul(
-                MatRef::new(&scores, q_rows, kv_rows)?,
-                Layout::AsStored,
-                vh,
-                Layout::AsStored,
-                MatMut::strided(out, h * hd, q_rows, hd, spec.heads * hd)?,
-                Epilogue::OVERWRITE,
-            )?;
-        }
-        Ok(())
+        axpo_core::backend::attention_by_matmul(self, q, k, v, spec, out)
     }
 }
 

@@ -2,27 +2,16 @@
 //! the fused output head `linear_token_stats` (+ backward), which tiles the logits in chunks
 //! planned against a workspace budget so that memory stays flat in the number of tokens.
 
+use axpo_core::Result;
 use axpo_core::backend::{
     BufferOps, DType, DeviceBuffer, Epilogue, HeadGrads, Layout, LogprobOps, MatMut, MatRef,
     STATE_WIDTH, StatsGrad, TokenStats, VocabChunk, check_head, check_targets,
 };
-use axpo_core::{Error, Result};
+use axpo_core::check_len;
 
 use crate::buffer::{CudaBuffer, DevPtr};
 use crate::device::{Cuda, Precision};
 use crate::plan::HeadPlan;
-
-fn len_eq(what: &'static str, expected: usize, got: usize) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(Error::LengthMismatch {
-            what,
-            expected,
-            got,
-        })
-    }
-}
 
 /// Four new per-row f32 buffers.
 fn stats_buffers(cuda: &Cuda, rows: usize) -> Result<TokenStats<CudaBuffer>> {
@@ -107,8 +96,8 @@ impl LogprobOps for Cuda {
         state: &mut CudaBuffer,
     ) -> Result<()> {
         let rows = logits.rows();
-        len_eq("stats_fold targets", rows, targets.len())?;
-        len_eq("stats_fold state", rows * STATE_WIDTH, state.len())?;
+        check_len("stats_fold targets", rows, targets.len())?;
+        check_len("stats_fold state", rows * STATE_WIDTH, state.len())?;
         self.k_stats_fold(
             CudaBuffer::dev_view(&logits, self)?,
             rows,
@@ -121,7 +110,7 @@ impl LogprobOps for Cuda {
     }
 
     fn stats_finish(&self, state: &CudaBuffer, rows: usize) -> Result<TokenStats<CudaBuffer>> {
-        len_eq("stats_finish state", rows * STATE_WIDTH, state.len())?;
+        check_len("stats_finish state", rows * STATE_WIDTH, state.len())?;
         let out = stats_buffers(self, rows)?;
         self.k_stats_finish(state.dev(self, 0)?, rows, stats_ptrs(self, &out, 0)?)?;
         Ok(out)
@@ -136,20 +125,8 @@ impl LogprobOps for Cuda {
         grad: StatsGrad<'_, CudaBuffer>,
         out: MatMut<'_, CudaBuffer>,
     ) -> Result<()> {
+        axpo_core::backend::check_stats_backward(&logits, targets, stats, &grad, &out)?;
         let (rows, cols) = (logits.rows(), logits.cols());
-        if out.rows() != rows || out.cols() != cols {
-            return Err(Error::Shape {
-                op: "stats_backward",
-                reason: "output shape differs from the logits chunk",
-            });
-        }
-        len_eq("stats_backward targets", rows, targets.len())?;
-        len_eq("stats_backward lse", rows, stats.lse.len())?;
-        len_eq("stats_backward entropy", rows, stats.entropy.len())?;
-        len_eq("stats_backward d_logp", rows, grad.d_logp.len())?;
-        if let Some(de) = grad.d_entropy {
-            len_eq("stats_backward d_entropy", rows, de.len())?;
-        }
         self.k_stats_backward(
             CudaBuffer::dev_view(&logits, self)?,
             rows,
@@ -181,7 +158,7 @@ impl LogprobOps for Cuda {
         logits: MatRef<'_, CudaBuffer>,
         targets: &[u32],
     ) -> Result<TokenStats<CudaBuffer>> {
-        len_eq("targets vs logits rows", logits.rows(), targets.len())?;
+        check_len("targets vs logits rows", logits.rows(), targets.len())?;
         check_targets(targets, logits.cols())?;
         let rows = logits.rows();
         let out = stats_buffers(self, rows)?;
@@ -273,10 +250,10 @@ impl LogprobOps for Cuda {
             ("linear backward entropy", stats.entropy.len()),
             ("linear backward d_logp", grad.d_logp.len()),
         ] {
-            len_eq(what, n, len)?;
+            check_len(what, n, len)?;
         }
         if let Some(de) = grad.d_entropy {
-            len_eq("linear backward d_entropy", n, de.len())?;
+            check_len("linear backward d_entropy", n, de.len())?;
         }
         let mut d_hidden = self.zeros(DType::F32, n * h)?;
         let mut d_weight = self.zeros(DType::F32, v * h)?;

@@ -58,37 +58,10 @@ impl Wgpu {
         v: MatRef<'_, WgpuBuffer>,
         spec: AttentionSpec<'_>,
     ) -> Result<WgpuBuffer> {
-        use axpo_core::backend::{Epilogue, Layout, MatMut, MatmulOps as _};
-        let (q_rows, kv_rows, hd) = (q.rows(), k.rows(), spec.head_dim);
-        let group = spec.heads / spec.kv_heads;
-        let mut out = self.inner.zeros(DType::F32, q_rows * spec.heads * hd)?;
-        if q_rows == 0 {
-            return Ok(out);
-        }
-        let mut scores = self.inner.zeros(DType::F32, q_rows * kv_rows)?;
-        for h in 0..spec.heads {
-            let g = h / group;
-            let qh = q.cols_range(h * hd, (h + 1) * hd)?;
-            let kh = k.cols_range(g * hd, (g + 1) * hd)?;
-            let vh = v.cols_range(g * hd, (g + 1) * hd)?;
-            self.matmul(
-                qh,
-                Layout::AsStored,
-                kh,
-                Layout::Transposed,
-                MatMut::new(&mut scores, q_rows, kv_rows)?,
-                Epilogue::OVERWRITE,
-            )?;
-            self.masked_softmax(&mut scores, q_rows, kv_rows, spec.mask, spec.scale)?;
-            self.matmul(
-                MatRef::new(&scores, q_rows, kv_rows)?,
-                Layout::AsStored,
-                vh,
-                Layout::AsStored,
-                MatMut::strided(&mut out, h * hd, q_rows, hd, spec.heads * hd)?,
-                Epilogue::OVERWRITE,
-            )?;
-        }
+        let mut out = self
+            .inner
+            .zeros(DType::F32, q.rows() * spec.heads * spec.head_dim)?;
+        axpo_core::backend::attention_by_matmul(self, q, k, v, spec, &mut out)?;
         Ok(out)
     }
 }

@@ -1,6 +1,7 @@
 //! Elementwise arithmetic and activations: flat ranges, split into binding-sized blocks.
 
 use axpo_core::backend::{Activation, DType, ElementwiseOps};
+use axpo_core::check_len;
 use axpo_core::{Error, Result};
 
 use crate::Wgpu;
@@ -19,18 +20,6 @@ fn act_code(act: Activation) -> Result<u32> {
             });
         }
     })
-}
-
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(Error::LengthMismatch {
-            what,
-            expected,
-            got,
-        })
-    }
 }
 
 impl Wgpu {

@@ -6,6 +6,7 @@ use axpo_core::backend::{
     DType, Epilogue, HeadGrads, Layout, LogprobOps, MatMut, MatRef, STATE_WIDTH, StatsGrad,
     TokenStats, VocabChunk, check_head, check_targets,
 };
+use axpo_core::check_len;
 use axpo_core::{Error, Result};
 
 use crate::Wgpu;
@@ -13,18 +14,6 @@ use crate::context::{Job, WgpuBuffer, dtype_err, f32_out, float, u};
 use crate::kernels::Family;
 use crate::ops::buffer::{row_blocks, span};
 use crate::ops::matmul::{Epi, Out};
-
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(Error::LengthMismatch {
-            what,
-            expected,
-            got,
-        })
-    }
-}
 
 fn u32_buf(op: &'static str, b: &WgpuBuffer) -> Result<()> {
     if b.dtype == DType::U32 {
@@ -181,14 +170,11 @@ impl Wgpu {
         grad: &StatsGrad<'_, WgpuBuffer>,
         rows: usize,
     ) -> Result<()> {
-        check_len("stats_backward lse", rows, stats.lse.len)?;
-        check_len("stats_backward entropy", rows, stats.entropy.len)?;
-        check_len("stats_backward d_logp", rows, grad.d_logp.len)?;
+        axpo_core::backend::check_stats_grad(stats, grad, rows)?;
         f32_out("stats_backward", &stats.lse)?;
         f32_out("stats_backward", &stats.entropy)?;
         f32_out("stats_backward", grad.d_logp)?;
         if let Some(de) = grad.d_entropy {
-            check_len("stats_backward d_entropy", rows, de.len)?;
             f32_out("stats_backward", de)?;
         }
         Ok(())

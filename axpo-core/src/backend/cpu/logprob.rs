@@ -5,9 +5,9 @@ use alloc::vec::Vec;
 use super::{Cpu, CpuBuffer, CpuGemm};
 use crate::backend::{
     DeviceBuffer, LogprobOps, MatMut, MatRef, STATE_WIDTH, StatsGrad, StatsState, TokenStats,
-    logit_grad,
+    check_stats_backward, logit_grad,
 };
-use crate::error::{Error, Result, check_len};
+use crate::error::{Result, check_len};
 
 impl<G: CpuGemm> LogprobOps for Cpu<G> {
     fn stats_fold(
@@ -96,20 +96,8 @@ impl<G: CpuGemm> LogprobOps for Cpu<G> {
         grad: StatsGrad<'_, CpuBuffer>,
         mut out: MatMut<'_, CpuBuffer>,
     ) -> Result<()> {
+        check_stats_backward(&logits, targets, stats, &grad, &out)?;
         let (rows, cols) = (logits.rows(), logits.cols());
-        if out.rows() != rows || out.cols() != cols {
-            return Err(Error::Shape {
-                op: "stats_backward",
-                reason: "output shape differs from the logits chunk",
-            });
-        }
-        check_len("stats_backward targets", rows, targets.len())?;
-        check_len("stats_backward lse", rows, stats.lse.len())?;
-        check_len("stats_backward entropy", rows, stats.entropy.len())?;
-        check_len("stats_backward d_logp", rows, grad.d_logp.len())?;
-        if let Some(de) = grad.d_entropy {
-            check_len("stats_backward d_entropy", rows, de.len())?;
-        }
         let t = targets.u32s("stats_backward")?;
         let z = CpuBuffer::dense_f32(&logits, "stats_backward")?;
         let lse = stats.lse.f32s("stats_backward")?;
