@@ -9,6 +9,11 @@
 //!
 //! Environment: `AXPO_BENCH_TOKENS` (prompt length, 512), `AXPO_BENCH_DECODE` (decode steps, 64),
 //! `AXPO_BENCH_REPS` (timed repetitions, best taken, 3).
+//!
+//! Then AXPO's resampling pattern: `AXPO_BENCH_BRANCHES` (8) continuations of
+//! `AXPO_BENCH_BRANCH_TOKENS` (32) tokens from the same prompt used as a frozen prefix, with the
+//! prefix's KV cache shared (one prefill, a cache fork per continuation) against recomputing the
+//! prefix for every continuation. Set `AXPO_BENCH_BRANCHES=0` to skip it.
 
 #![allow(clippy::expect_used)]
 
@@ -303,4 +308,42 @@ fn main() {
         tokens as f64 / prefill_s,
         steps as f64 / decode_s
     );
+
+    let branches = env_usize("AXPO_BENCH_BRANCHES", 8);
+    let branch_tokens = env_usize("AXPO_BENCH_BRANCH_TOKENS", 32);
+    if branches > 0 {
+        use axpo_model_qwen3vl::{Sampling, sample_from_prefix, sample_recomputing_prefix};
+        let sampling = Sampling::Temperature {
+            temperature: 1.0,
+            seed: 3,
+        };
+        let t = Instant::now();
+        let shared = sample_from_prefix(&model, &input, branches, branch_tokens, &[], sampling)
+            .expect("shared");
+        let shared_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let slow: Vec<_> = (0..branches)
+            .map(|i| {
+                sample_recomputing_prefix(&model, &input, i, branch_tokens, &[], sampling)
+                    .expect("recompute")
+            })
+            .collect();
+        let slow_s = t.elapsed().as_secs_f64();
+        let same = shared.iter().zip(&slow).all(|(a, b)| a.tokens == b.tokens);
+        println!();
+        println!(
+            "AXPO resampling: {branches} continuations of {branch_tokens} tokens from a {tokens}-token prefix"
+        );
+        println!("| path | seconds |");
+        println!("|---|---|");
+        println!("| shared prefix KV cache (1 prefill + forks) | {shared_s:.3} |");
+        println!("| recompute the prefix per continuation | {slow_s:.3} |");
+        println!(
+            "speed-up {:.2}x; identical continuations: {same}",
+            slow_s / shared_s
+        );
+        println!(
+            "RESULT rust_resample shared_s={shared_s:.4} recompute_s={slow_s:.4} identical={same}"
+        );
+    }
 }

@@ -1,8 +1,15 @@
 //! The KV cache and incremental decoding: [`crate::Qwen3VL::prefill`] fills the cache from a
 //! prompt (images included) and records the MRoPE delta; [`crate::Qwen3VL::decode`] appends
 //! tokens at position `cache length + delta`. [`generate_greedy`] strings them together.
+//!
+//! AXPO resamples a tool call and its continuation many times from one frozen thinking prefix.
+//! [`sample_from_prefix`] prefills the prefix once and gives every continuation a
+//! [`KvCache::fork`] of its cache (a device-side copy of the prefix rows), so the prefix is
+//! never recomputed; each continuation reports the log-prob and entropy of every sampled token,
+//! which is what the core's `BranchRollout` needs.
 
 use axpo_core::backend::{Backend, DType, MatMut, MatRef};
+use axpo_core::rng::Rng;
 
 use crate::error::{ModelError, Result};
 use crate::model::{ModelInput, Qwen3VL};
@@ -116,6 +123,45 @@ impl<B: Backend> KvCache<B> {
             .ok_or_else(|| ModelError::input(format!("KV cache has no layer {i}")))
     }
 
+    /// A copy of this cache sharing nothing with it: the filled rows are copied on the device
+    /// (`copy_rows`), with room for `extra` more rows, so that a continuation can decode from a
+    /// frozen prefix without recomputing it and without disturbing other continuations.
+    ///
+    /// # Errors
+    /// Backend allocation or copy errors; [`ModelError::InvalidInput`] on size overflow.
+    pub fn fork(&self, b: &B, extra: usize) -> Result<Self> {
+        let mut out = Self::new(self.n_layers, self.width);
+        out.rope_delta = self.rope_delta;
+        if self.len == 0 {
+            out.reserve(b, extra)?;
+            return Ok(out);
+        }
+        let cap = self
+            .len
+            .checked_add(extra)
+            .ok_or_else(|| ModelError::input("KV cache length overflows"))?;
+        let elems = cap
+            .checked_mul(self.width)
+            .ok_or_else(|| ModelError::input("KV cache size overflows"))?;
+        let w = self.width;
+        for old in &self.layers {
+            let mut k = b.zeros(DType::F32, elems)?;
+            let mut v = b.zeros(DType::F32, elems)?;
+            b.copy_rows(
+                MatRef::strided(&old.k, 0, self.len, w, w)?,
+                MatMut::strided(&mut k, 0, self.len, w, w)?,
+            )?;
+            b.copy_rows(
+                MatRef::strided(&old.v, 0, self.len, w, w)?,
+                MatMut::strided(&mut v, 0, self.len, w, w)?,
+            )?;
+            out.layers.push(LayerKv { k, v });
+        }
+        out.len = self.len;
+        out.capacity = cap;
+        Ok(out)
+    }
+
     /// Marks `rows` more positions as filled (after every layer appended them).
     pub(crate) fn advance(&mut self, rows: usize) {
         self.len = (self.len + rows).min(self.capacity);
@@ -158,4 +204,172 @@ pub fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Sampling {
+    /// The arg-max token.
+    Greedy,
+    /// A draw from `softmax(logits / temperature)` (temperature `> 0`), seeded.
+    Temperature {
+        /// Softmax temperature.
+        temperature: f32,
+        /// Seed of the continuation's generator (continuation `i` uses stream `i`).
+        seed: u64,
+    },
+}
+
+/// One sampled continuation: its tokens, and the log-prob and entropy of the distribution each
+/// was drawn from (at temperature 1, the policy's own distribution, as the objective needs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    /// Sampled tokens (including a final stop token).
+    pub tokens: Vec<u32>,
+    /// `log p(token)` under the model (temperature 1).
+    pub logprobs: Vec<f32>,
+    /// Entropy of the model's next-token distribution at each step (temperature 1).
+    pub entropies: Vec<f32>,
+}
+
+/// Log-softmax statistics of one row of logits in f64: `(log p(target), entropy)`.
+fn token_logp_entropy(logits: &[f32], target: usize) -> (f32, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = f64::from(max);
+    let sum: f64 = logits.iter().map(|&z| (f64::from(z) - m).exp()).sum();
+    let lse = m + sum.ln();
+    let ent: f64 = logits
+        .iter()
+        .map(|&z| {
+            let lp = f64::from(z) - lse;
+            let p = lp.exp();
+            if p > 0.0 { -p * lp } else { 0.0 }
+        })
+        .sum();
+    let lp = logits
+        .get(target)
+        .map_or(f64::NEG_INFINITY, |&z| f64::from(z) - lse);
+    (lp as f32, ent.max(0.0) as f32)
+}
+
+/// Draws a token from `logits` under `sampling`.
+fn choose(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
+    match sampling {
+        Sampling::Greedy => argmax(logits),
+        Sampling::Temperature { temperature, .. } => {
+            let t = f64::from(temperature);
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let w: Vec<f64> = logits
+                .iter()
+                .map(|&z| ((f64::from(z) - f64::from(max)) / t).exp())
+                .collect();
+            let total: f64 = w.iter().sum();
+            let mut x = rng.next_f64() * total;
+            for (i, wi) in w.iter().enumerate() {
+                if x < *wi {
+                    return i as u32;
+                }
+                x -= wi;
+            }
+            argmax(logits)
+        }
+    }
+}
+
+/// `count` continuations of one frozen prefix, sharing its KV cache: the prefix (`input`,
+/// images included) is prefilled once, and each continuation decodes from a
+/// [`KvCache::fork`] of it until `max_new` tokens or a token of `stop`. Continuation `i` draws
+/// from its own generator stream, so its tokens do not depend on `count` or on the other
+/// continuations: they equal what a fresh prefill of the prefix followed by the same decoding
+/// would give.
+///
+/// # Errors
+/// [`ModelError::InvalidInput`] for a non-positive or non-finite temperature; the errors of
+/// [`Qwen3VL::prefill`] and [`Qwen3VL::decode`].
+pub fn sample_from_prefix<B: Backend>(
+    model: &Qwen3VL<B>,
+    input: &ModelInput,
+    count: usize,
+    max_new: usize,
+    stop: &[u32],
+    sampling: Sampling,
+) -> Result<Vec<Continuation>> {
+    if let Sampling::Temperature { temperature, .. } = sampling
+        && !(temperature.is_finite() && temperature > 0.0)
+    {
+        return Err(ModelError::input(
+            "sampling temperature must be finite and positive",
+        ));
+    }
+    let mut prefix = model.new_cache();
+    let hidden = model.prefill(input, &mut prefix)?;
+    let first = model.last_logits(&hidden)?;
+    (0..count)
+        .map(|i| {
+            let mut cache = prefix.fork(model.backend(), max_new)?;
+            continue_from(model, &mut cache, first.clone(), max_new, stop, sampling, i)
+        })
+        .collect()
+}
+
+/// Decodes one continuation from a cache whose next-token logits are `logits`.
+fn continue_from<B: Backend>(
+    model: &Qwen3VL<B>,
+    cache: &mut KvCache<B>,
+    mut logits: Vec<f32>,
+    max_new: usize,
+    stop: &[u32],
+    sampling: Sampling,
+    stream: usize,
+) -> Result<Continuation> {
+    let seed = match sampling {
+        Sampling::Temperature { seed, .. } => seed,
+        Sampling::Greedy => 0,
+    };
+    let mut rng = Rng::new(seed, stream as u64);
+    let mut out = Continuation {
+        tokens: Vec::with_capacity(max_new),
+        logprobs: Vec::with_capacity(max_new),
+        entropies: Vec::with_capacity(max_new),
+    };
+    for step in 0..max_new {
+        let next = choose(&logits, sampling, &mut rng);
+        let (lp, ent) = token_logp_entropy(&logits, next as usize);
+        out.tokens.push(next);
+        out.logprobs.push(lp);
+        out.entropies.push(ent);
+        if stop.contains(&next) || step + 1 == max_new {
+            break;
+        }
+        let hidden = model.decode(&[next], cache)?;
+        logits = model.last_logits(&hidden)?;
+    }
+    Ok(out)
+}
+
+/// The same continuation as [`sample_from_prefix`]'s `stream`-th, computed the slow way: a fresh
+/// prefill of the prefix, then decoding. For tests and benchmarks of prefix sharing.
+///
+/// # Errors
+/// As [`sample_from_prefix`].
+pub fn sample_recomputing_prefix<B: Backend>(
+    model: &Qwen3VL<B>,
+    input: &ModelInput,
+    stream: usize,
+    max_new: usize,
+    stop: &[u32],
+    sampling: Sampling,
+) -> Result<Continuation> {
+    if let Sampling::Temperature { temperature, .. } = sampling
+        && !(temperature.is_finite() && temperature > 0.0)
+    {
+        return Err(ModelError::input(
+            "sampling temperature must be finite and positive",
+        ));
+    }
+    let mut cache = model.new_cache();
+    let hidden = model.prefill(input, &mut cache)?;
+    let first = model.last_logits(&hidden)?;
+    continue_from(model, &mut cache, first, max_new, stop, sampling, stream)
 }

@@ -27,7 +27,9 @@ pub mod weights;
 pub use config::{Config, TextConfig, VisionConfig};
 pub use cpu::{FastCpu, GemmCpu, GemmKernel};
 pub use error::{ModelError, Result};
-pub use generate::{KvCache, generate_greedy};
+pub use generate::{
+    Continuation, KvCache, Sampling, generate_greedy, sample_from_prefix, sample_recomputing_prefix,
+};
 pub use model::{ContinuationStats, Hidden, ImageInput, ModelInput, Qwen3VL};
 pub use mrope::Grid;
 pub use preprocess::{ImageProcessorConfig, RgbImage};

@@ -187,3 +187,66 @@ fn bad_prompts_are_typed_errors() {
         Err(ModelError::InvalidInput { .. })
     ));
 }
+
+/// Prefix-shared sampling (one prefill, one KV-cache fork per continuation) gives exactly what
+/// recomputing the prefix for every continuation gives: tokens, log-probs and entropies, with
+/// images in the prefix; the continuations differ from one another (each has its own stream);
+/// and the reported log-probs are those of the full forward pass over prefix + continuation.
+#[test]
+fn prefix_shared_sampling_equals_recomputing_the_prefix() {
+    use axpo_model_qwen3vl::{Sampling, sample_from_prefix, sample_recomputing_prefix};
+    let m = model("b");
+    let c = load_case(&model_dir("b"), "image2").unwrap();
+    let sampling = Sampling::Temperature {
+        temperature: 1.0,
+        seed: 11,
+    };
+    let shared = sample_from_prefix(&m, &c.input, 4, 12, &[], sampling).unwrap();
+    assert_eq!(shared.len(), 4);
+    for (i, s) in shared.iter().enumerate() {
+        let slow = sample_recomputing_prefix(&m, &c.input, i, 12, &[], sampling).unwrap();
+        assert_eq!(s.tokens, slow.tokens, "continuation {i}");
+        assert_eq!(s.tokens.len(), 12);
+        for (a, b) in s.logprobs.iter().zip(&slow.logprobs) {
+            assert!((a - b).abs() <= 1e-5, "continuation {i}: {a} vs {b}");
+        }
+        for (a, b) in s.entropies.iter().zip(&slow.entropies) {
+            assert!((a - b).abs() <= 1e-5, "continuation {i}: {a} vs {b}");
+        }
+        assert!(s.entropies.iter().all(|e| *e > 0.0));
+    }
+    assert!(shared.windows(2).any(|w| w[0].tokens != w[1].tokens));
+    // Log-probs against a full forward pass over the prefix and the sampled tokens.
+    let s = &shared[2];
+    let mut full = c.input.clone();
+    full.input_ids.extend_from_slice(&s.tokens);
+    let logits = full_logits(&m, &full);
+    let vocab = m.config().text.vocab_size;
+    let p = c.input.input_ids.len();
+    for (j, &tok) in s.tokens.iter().enumerate() {
+        let row = &logits[(p - 1 + j) * vocab..(p + j) * vocab];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = f64::from(max)
+            + row
+                .iter()
+                .map(|&z| (f64::from(z) - f64::from(max)).exp())
+                .sum::<f64>()
+                .ln();
+        let want = f64::from(row[tok as usize]) - lse;
+        assert!((f64::from(s.logprobs[j]) - want).abs() <= 2e-5, "token {j}");
+    }
+    // Greedy continuations are all equal to the greedy generation.
+    let greedy = sample_from_prefix(&m, &c.input, 2, 6, &[], Sampling::Greedy).unwrap();
+    let want = generate_greedy(&m, &c.input, 6, &[]).unwrap();
+    assert_eq!(greedy[0].tokens, want);
+    assert_eq!(greedy[1].tokens, want);
+    // A bad temperature is a typed error.
+    let bad = Sampling::Temperature {
+        temperature: 0.0,
+        seed: 1,
+    };
+    assert!(matches!(
+        sample_from_prefix(&m, &c.input, 1, 3, &[], bad),
+        Err(ModelError::InvalidInput { .. })
+    ));
+}
