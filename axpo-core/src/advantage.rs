@@ -18,7 +18,8 @@ pub enum StdMode {
     /// The normalising set's own std (GRPO).
     #[default]
     Group,
-    /// One std over every scored value of the batch (TRL's `scale_rewards="batch"`).
+    /// One std over every scored reward of the batch, roots and branches (TRL's
+    /// `scale_rewards="batch"`), dividing every normalising set.
     Batch,
     /// No division (Dr.GRPO).
     None,
@@ -284,7 +285,8 @@ fn mean_scored(members: &[(&Trajectory, Option<f64>)]) -> Option<f64> {
 /// Assigns token advantages to every trajectory of the batch.
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] for a bad configuration.
+/// [`Error::InvalidConfig`] for a bad configuration; [`Error::NonFinite`] if an advantage does
+/// not fit f32 (rewards near `f32::MAX`).
 pub fn assign(batch: &Batch, config: &AdvantageConfig) -> Result<Credited> {
     config.validate()?;
     let eps = f64::from(config.eps);
@@ -314,11 +316,8 @@ pub fn assign(batch: &Batch, config: &AdvantageConfig) -> Result<Credited> {
             }
         })
         .collect();
-    let all_values: Vec<f64> = plans
-        .iter()
-        .flat_map(|p| p.members.iter().filter_map(|m| m.1))
-        .collect();
-    let batch_std = std_dev(&all_values);
+    let all_rewards: Vec<f64> = batch.trajectories().filter_map(score).collect();
+    let batch_std = std_dev(&all_rewards);
 
     let mut per: Vec<TrajectoryAdvantage> = Vec::new();
     let mut sets = Vec::new();
@@ -413,6 +412,10 @@ pub fn assign(batch: &Batch, config: &AdvantageConfig) -> Result<Credited> {
             };
             per.push(entry);
         }
+    }
+    // Finite rewards can still give advantages beyond f32 (RLOO or Dr.GRPO near f32::MAX).
+    for t in &per {
+        crate::error::check_finite("advantage (overflows f32)", &t.advantages)?;
     }
     Ok(Credited {
         trajectories: per,

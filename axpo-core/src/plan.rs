@@ -229,10 +229,12 @@ impl ResamplePlan {
         for r in &self.requests {
             *left.entry((r.parent, r.prefix_len)).or_insert(0) += r.count;
         }
-        let mut next = batch.next_id().0;
         let mut built = Vec::with_capacity(returned.len());
-        for b in returned {
-            let id = TrajectoryId(next);
+        for (next, b) in (batch.next_raw_id()..).zip(returned) {
+            let id = TrajectoryId(u32::try_from(next).map_err(|_| Error::InvalidConfig {
+                field: "trajectory ids",
+                reason: "exhausted the u32 id space",
+            })?);
             let slot = left
                 .get_mut(&(b.parent, b.prefix_len))
                 .filter(|n| **n > 0)
@@ -243,10 +245,6 @@ impl ResamplePlan {
                 parent: b.parent,
             })?;
             built.push(b.into_trajectory(parent, id, self.round)?);
-            next = next.checked_add(1).ok_or(Error::InvalidConfig {
-                field: "trajectory ids",
-                reason: "exhausted the u32 id space",
-            })?;
         }
         batch.insert_branches(built)
     }

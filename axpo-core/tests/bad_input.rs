@@ -451,3 +451,144 @@ fn backend_ops_reject_bad_shapes() {
         .is_err()
     );
 }
+
+// Regressions found by the fuzz targets (ids as in fuzz/README.md).
+
+#[test]
+fn f2_advantages_beyond_f32_are_an_error() {
+    // RLOO over finite rewards near f32::MAX: r - mean(others) = 2 * 3e38 does not fit f32.
+    let g = Group::new(
+        GroupId(0),
+        vec![traj(0, 3.0e38).unwrap(), traj(1, -3.0e38).unwrap()],
+    )
+    .unwrap();
+    let b = Batch::new(vec![g]).unwrap();
+    let cfg = AdvantageConfig::default().with_estimator(axpo_core::Estimator::Rloo);
+    assert!(matches!(assign(&b, &cfg), Err(Error::NonFinite { .. })));
+}
+
+#[test]
+fn f3_f4_f11_objective_outputs_and_optional_inputs_are_checked() {
+    let lp = [-1.0f32, -2.0];
+    let base = ObjectiveInputs {
+        logp: &lp,
+        old_logp: &lp,
+        advantages: &[1.0, -1.0],
+        seq_offsets: &[0, 2],
+        rollout_logp: None,
+        ref_logp: None,
+        entropy: None,
+    };
+    let cfg = ObjectiveConfig::new(PolicyLoss::default(), Aggregation::TokenMean { tokens: 2 });
+    // F11: entropies given (for the metrics) but too few: a typed error, not an index panic.
+    let short = ObjectiveInputs {
+        entropy: Some(&[1.0]),
+        ..base
+    };
+    assert!(matches!(
+        evaluate(&cfg, &short),
+        Err(Error::LengthMismatch { .. })
+    ));
+    // F4: a NaN in an unused optional input is still rejected.
+    let nan_ref = ObjectiveInputs {
+        ref_logp: Some(&[f32::NAN, 0.0]),
+        ..base
+    };
+    assert!(matches!(
+        evaluate(&cfg, &nan_ref),
+        Err(Error::NonFinite { .. })
+    ));
+    // F3: an entropy gradient that overflows f32 is reported.
+    let huge = cfg.with_entropy_coef(1e300);
+    let with_h = ObjectiveInputs {
+        entropy: Some(&[1.0, 2.0]),
+        ..base
+    };
+    assert!(matches!(
+        evaluate(&huge, &with_h),
+        Err(Error::NonFinite { .. })
+    ));
+}
+
+#[test]
+fn f5_merge_may_use_the_last_id() {
+    let r = roles();
+    let t = |id| {
+        Trajectory::new(
+            TrajectoryId(id),
+            (0..6).collect(),
+            spans_from_roles(&r),
+            vec![-1.0; 4],
+            Reward::Scored(0.0),
+        )
+        .unwrap()
+    };
+    let g = Group::new(GroupId(0), vec![t(u32::MAX - 2), t(u32::MAX - 1)]).unwrap();
+    let mut b = Batch::new(vec![g]).unwrap();
+    let cfg = PlanConfig::default()
+        .with_max_resample_fraction(2.0)
+        .with_score(UncertaintyScore::Surprisal);
+    let p = plan(&b, &cfg, 0).unwrap();
+    let parent = p.requests()[0].parent;
+    let mk = || BranchRollout {
+        parent,
+        ..branch((0..6).collect(), 3)
+    };
+    // One branch takes id u32::MAX, the last one there is.
+    p.merge(&mut b, vec![mk()]).unwrap();
+    assert!(b.find(TrajectoryId(u32::MAX)).is_some());
+    assert_eq!(b.next_id(), None);
+    // No id is left for another: an error, and the batch is unchanged.
+    assert!(p.merge(&mut b, vec![mk()]).is_err());
+    assert_eq!(b.branch_count(), 1);
+}
+
+#[test]
+fn f6_logits_spanning_more_than_f32_are_an_error() {
+    let cpu = Cpu::new();
+    let x = cpu.upload_f32(&[-3.0e38, 3.0e38, 1.0]).unwrap();
+    let m = MatRef::new(&x, 1, 3).unwrap();
+    assert!(matches!(
+        cpu.token_stats(m, &[0]),
+        Err(Error::NonFinite { .. })
+    ));
+    // A row with no finite logit is reported the same way.
+    let y = cpu.upload_f32(&[f32::NEG_INFINITY; 3]).unwrap();
+    assert!(matches!(
+        cpu.token_stats(MatRef::new(&y, 1, 3).unwrap(), &[1]),
+        Err(Error::NonFinite { .. })
+    ));
+}
+
+#[test]
+fn f10_batch_std_covers_sibling_sets() {
+    // One root per group: the group-level values cannot vary, but the sibling set can. The batch
+    // std is taken over every reward (roots and branches), so sibling advantages stay moderate.
+    let g = Group::new(GroupId(0), vec![traj(0, 0.0).unwrap()]).unwrap();
+    let mut b = Batch::new(vec![g]).unwrap();
+    let cfg = PlanConfig::default()
+        .with_max_resample_fraction(4.0)
+        .with_resamples_per_prefix(3)
+        .with_score(UncertaintyScore::Surprisal);
+    let p = plan(&b, &cfg, 0).unwrap();
+    let answers = [1.0, 0.0, 1.0]
+        .iter()
+        .map(|&r| BranchRollout {
+            parent: TrajectoryId(0),
+            reward: Reward::Scored(r),
+            ..branch((0..6).collect(), 3)
+        })
+        .collect();
+    p.merge(&mut b, answers).unwrap();
+    let acfg = AdvantageConfig::default().with_estimator(axpo_core::Estimator::Grpo {
+        std: axpo_core::StdMode::Batch,
+    });
+    let c = assign(&b, &acfg).unwrap();
+    // Rewards [0, 1, 0, 1]: std sqrt(1/3); each tail advantage is +-0.5 / (sqrt(1/3) + 1e-6).
+    let want = 0.5 / ((1.0f64 / 3.0).sqrt() + 1e-6);
+    for t in &c.trajectories {
+        for a in &t.advantages {
+            assert!(f64::from(a.abs()) <= want + 1e-5, "{a}");
+        }
+    }
+}

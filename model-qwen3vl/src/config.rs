@@ -278,7 +278,11 @@ impl Config {
         if !t.head_dim.is_multiple_of(2) {
             return Err(ModelError::config("text_config.head_dim", "must be even"));
         }
-        if t.mrope_section.iter().sum::<usize>() != t.head_dim / 2 {
+        let section_sum = t
+            .mrope_section
+            .iter()
+            .try_fold(0usize, |acc, &x| acc.checked_add(x));
+        if section_sum != Some(t.head_dim / 2) {
             return Err(ModelError::config(
                 "text_config.rope_scaling.mrope_section",
                 format!("must sum to head_dim / 2 = {}", t.head_dim / 2),
@@ -312,22 +316,78 @@ impl Config {
                 "must equal text_config.hidden_size",
             ));
         }
-        let mut seen = vec![false; v.depth];
+        let mut seen = std::collections::BTreeSet::new();
         for &i in &v.deepstack_visual_indexes {
-            match seen.get_mut(i) {
-                Some(s) if !*s => *s = true,
-                Some(_) => {
-                    return Err(ModelError::config(
-                        "vision_config.deepstack_visual_indexes",
-                        "repeated index",
-                    ));
-                }
-                None => {
-                    return Err(ModelError::config(
-                        "vision_config.deepstack_visual_indexes",
-                        "index not below depth",
-                    ));
-                }
+            if i >= v.depth {
+                return Err(ModelError::config(
+                    "vision_config.deepstack_visual_indexes",
+                    "index not below depth",
+                ));
+            }
+            if !seen.insert(i) {
+                return Err(ModelError::config(
+                    "vision_config.deepstack_visual_indexes",
+                    "repeated index",
+                ));
+            }
+        }
+        // Every weight's element count (and the layer counts that multiply them) must fit usize:
+        // the loader and the forward pass compute these products.
+        let products: [(&'static str, &[usize]); 9] = [
+            ("text_config.vocab_size", &[t.vocab_size, t.hidden_size]),
+            (
+                "text_config.intermediate_size",
+                &[t.intermediate_size, t.hidden_size, 3],
+            ),
+            (
+                "text_config.num_attention_heads",
+                &[t.num_attention_heads, t.head_dim, t.hidden_size],
+            ),
+            (
+                "text_config.num_key_value_heads",
+                &[t.num_key_value_heads, t.head_dim, t.hidden_size],
+            ),
+            (
+                "vision_config.patch_size",
+                &[
+                    v.in_channels,
+                    v.temporal_patch_size,
+                    v.patch_size,
+                    v.patch_size,
+                    v.hidden_size,
+                ],
+            ),
+            (
+                "vision_config.intermediate_size",
+                &[v.intermediate_size, v.hidden_size],
+            ),
+            (
+                "vision_config.num_position_embeddings",
+                &[v.num_position_embeddings, v.hidden_size],
+            ),
+            (
+                "vision_config.spatial_merge_size",
+                &[
+                    v.spatial_merge_size,
+                    v.spatial_merge_size,
+                    v.hidden_size,
+                    v.spatial_merge_size,
+                    v.spatial_merge_size,
+                    v.hidden_size,
+                ],
+            ),
+            (
+                "text_config.num_hidden_layers",
+                &[t.num_hidden_layers, t.hidden_size, t.hidden_size, v.depth],
+            ),
+        ];
+        for (field, factors) in products {
+            if factors
+                .iter()
+                .try_fold(1usize, |acc, &x| acc.checked_mul(x))
+                .is_none()
+            {
+                return Err(ModelError::config(field, "sizes whose product overflows"));
             }
         }
         if !(v.rope_theta.is_finite() && v.rope_theta > 1.0) {

@@ -216,7 +216,11 @@ impl SafetensorsStore {
                     .iter()
                     .try_fold(1usize, |a, &d| a.checked_mul(d))
                     .ok_or_else(|| corrupt(path, format!("`{name}`: shape overflows")))?;
-                let bytes = numel.checked_mul(info.dtype.bitsize() / 8);
+                // Bits, then whole bytes rounded up: sub-byte types (F4, F6...) are sized right
+                // (reading one is an unsupported-dtype error, holding one is not corrupt).
+                let bytes = numel
+                    .checked_mul(info.dtype.bitsize())
+                    .map(|bits| bits.div_ceil(8));
                 if start > end || end > data_len || bytes != Some(end - start) {
                     return Err(corrupt(
                         path,

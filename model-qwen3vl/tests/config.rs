@@ -125,6 +125,21 @@ fn bad_configs_are_rejected_with_the_field() {
             c.as_object_mut().unwrap().remove("vision_config");
         }),
         ("image_token_id", |c| c["image_token_id"] = json!(5000)),
+        // Fuzz findings F7, F8, F12: a section sum that wraps, a huge depth (which must not be
+        // allocated for), sizes whose products overflow.
+        ("text_config.rope_scaling.mrope_section", |c| {
+            c["text_config"]["rope_scaling"]["mrope_section"] = json!([u64::MAX, u64::MAX, 10u64])
+        }),
+        ("vision_config.deepstack_visual_indexes", |c| {
+            c["vision_config"]["depth"] = json!(u64::MAX);
+            c["vision_config"]["deepstack_visual_indexes"] = json!([u64::MAX])
+        }),
+        ("text_config.vocab_size", |c| {
+            c["text_config"]["vocab_size"] = json!(u64::MAX / 2)
+        }),
+        ("vision_config.patch_size", |c| {
+            c["vision_config"]["patch_size"] = json!(1u64 << 33)
+        }),
     ];
     for (field, edit) in cases {
         let mut cfg = hub("a");

@@ -243,3 +243,22 @@ fn damaged_files_never_panic() {
         "only {errors} of 150 damaged files were rejected"
     );
 }
+
+/// Fuzz finding F9: a file holding a sub-byte tensor (F4: 4 bits per element) next to ordinary
+/// ones opens; its size is counted in bits, and reading it is a typed error.
+#[test]
+fn sub_byte_tensors_do_not_make_a_file_corrupt() {
+    use axpo_model_qwen3vl::weights::SafetensorsStore;
+    let dir = TempDir::new("subbyte");
+    let header = r#"{"packed":{"dtype":"F4","shape":[6],"data_offsets":[0,3]},"w":{"dtype":"F32","shape":[2],"data_offsets":[3,11]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0x12, 0x34, 0x56]);
+    bytes.extend_from_slice(&1.5f32.to_le_bytes());
+    bytes.extend_from_slice(&(-2.0f32).to_le_bytes());
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let store = SafetensorsStore::open_files(&[path]).unwrap();
+    assert_eq!(store.f32_tensor("w").unwrap().1, vec![1.5, -2.0]);
+    assert!(store.f32_tensor("packed").is_err());
+}

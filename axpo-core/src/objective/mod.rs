@@ -229,12 +229,20 @@ fn validate<F: Real>(
             reason: "seq_offsets must start at 0, end at the token count and not decrease",
         });
     }
+    // Every optional input that is given is checked, used or not (the metrics read them).
+    for (what, x) in [
+        ("rollout log-prob", inp.rollout_logp),
+        ("reference log-prob", inp.ref_logp),
+        ("entropy", inp.entropy),
+    ] {
+        if let Some(v) = x {
+            check_len(what, n, v.len())?;
+            check_finite(what, v)?;
+        }
+    }
     let need = |what, x: Option<&[F]>| -> Result<()> {
         match x {
-            Some(v) => {
-                check_len(what, n, v.len())?;
-                check_finite(what, v)
-            }
+            Some(_) => Ok(()),
             None => Err(Error::InvalidConfig {
                 field: what,
                 reason: "required by the configuration but not given",
@@ -266,6 +274,8 @@ fn compute<F: Real>(
     let f = |x: F| x.to_f64();
     // `evaluate` passes the same slice as live and detached: skip the second evaluation.
     let same = core::ptr::eq(live, inp.logp);
+    // Metrics are means accumulated as sums of `x / n`, which cannot overflow.
+    let inv_n = 1.0 / n as f64;
     let mut d_logp = vec![F::zero(); n];
     let mut d_entropy = vec![F::zero(); n];
     let (mut pol, mut klt, mut ent) = (0.0f64, 0.0f64, 0.0f64);
@@ -315,8 +325,8 @@ fn compute<F: Real>(
             let lv = f(live[t]);
             let (rho_det, inside_det) = clamped_exp(det - old, c);
             let drho = if inside_det { rho_det } else { 0.0 };
-            m.approx_kl += rho_det - 1.0 - (det - old).clamp(-c, c);
-            m.ratio_mean += rho_det;
+            m.approx_kl += (rho_det - 1.0 - (det - old).clamp(-c, c)) * inv_n;
+            m.ratio_mean += rho_det * inv_n;
             m.ratio_min = m.ratio_min.min(rho_det);
             m.ratio_max = m.ratio_max.max(rho_det);
             let (value, grad, clip) = match config.loss {
@@ -404,12 +414,12 @@ fn compute<F: Real>(
                 } else {
                     kl_token(kl.estimator, lv - f(r[t]), c).0
                 };
-                m.kl_mean += k_det;
+                m.kl_mean += k_det * inv_n;
                 klt += w * kl.beta * k_live;
                 g += w * kl.beta * dk;
             }
             if let Some(h) = inp.entropy {
-                m.entropy_mean += f(h[t]);
+                m.entropy_mean += f(h[t]) * inv_n;
             }
             if config.entropy_coef != 0.0 {
                 let h = live_entropy.or(inp.entropy).map_or(0.0, |h| f(h[t]));
@@ -419,11 +429,6 @@ fn compute<F: Real>(
             d_logp[t] = F::of(g);
         }
     }
-    let nf = n as f64;
-    m.approx_kl /= nf;
-    m.ratio_mean /= nf;
-    m.kl_mean /= nf;
-    m.entropy_mean /= nf;
     let loss = pol + klt + ent;
     let out = ObjectiveOutput {
         loss: F::of(loss),
@@ -436,13 +441,19 @@ fn compute<F: Real>(
         d_entropy,
         metrics: m,
     };
-    if !out.loss.is_finite() {
-        return Err(Error::NonFinite {
-            what: "objective loss (overflow)",
-            index: 0,
-        });
-    }
+    let terms = [out.loss, out.terms.policy, out.terms.kl, out.terms.entropy];
+    check_finite("objective loss (overflow)", &terms)?;
     check_finite("objective gradient (overflow)", &out.d_logp)?;
+    check_finite("objective entropy gradient (overflow)", &out.d_entropy)?;
+    let metrics = [
+        m.approx_kl,
+        m.ratio_mean,
+        m.ratio_min,
+        m.ratio_max,
+        m.kl_mean,
+        m.entropy_mean,
+    ];
+    check_finite("objective metrics (overflow)", &metrics)?;
     Ok(out)
 }
 

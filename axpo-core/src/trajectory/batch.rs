@@ -208,15 +208,19 @@ impl Batch {
         self.groups.iter().find_map(|g| g.get(id).map(|t| (g, t)))
     }
 
-    /// The next unused trajectory id.
+    /// The next unused trajectory id (one past the largest), or `None` when the largest id is
+    /// `u32::MAX`.
     #[must_use]
-    pub fn next_id(&self) -> TrajectoryId {
-        TrajectoryId(
-            self.trajectories()
-                .map(|t| t.id().0.saturating_add(1))
-                .max()
-                .unwrap_or(0),
-        )
+    pub fn next_id(&self) -> Option<TrajectoryId> {
+        u32::try_from(self.next_raw_id()).ok().map(TrajectoryId)
+    }
+
+    /// One past the largest id, widened so that it cannot overflow.
+    pub(crate) fn next_raw_id(&self) -> u64 {
+        self.trajectories()
+            .map(|t| u64::from(t.id().0) + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Adds branches that were each built against their parent by

@@ -7,7 +7,7 @@ use crate::backend::{
     DeviceBuffer, LogprobOps, MatMut, MatRef, STATE_WIDTH, StatsGrad, StatsState, TokenStats,
     check_stats_backward, logit_grad,
 };
-use crate::error::{Result, check_len};
+use crate::error::{Error, Result, check_len};
 
 impl<G: CpuGemm> LogprobOps for Cpu<G> {
     fn stats_fold(
@@ -73,6 +73,19 @@ impl<G: CpuGemm> LogprobOps for Cpu<G> {
                 target: f64::from(c[4]),
             };
             let f = wide.finish();
+            let vals = [
+                f.logp as f32,
+                f.entropy as f32,
+                f.sum_p2 as f32,
+                f.lse as f32,
+            ];
+            if vals.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: "token statistics (a row without a finite logit, or logits spanning \
+                           more than the f32 range)",
+                    index: r,
+                });
+            }
             out[0].push(f.logp as f32);
             out[1].push(f.entropy as f32);
             out[2].push(f.sum_p2 as f32);
