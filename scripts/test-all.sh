@@ -57,16 +57,16 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --all-features -q -- -D warnings
+(cd fuzz && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" cargo clippy --all-targets -q -- -D warnings)
 
-step "tests (workspace)"
+step "rustdoc (broken links denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps -q
+
+step "tests (workspace: core, CPU conformance, model fixtures on CPU and wgpu, CUDA NVRTC compile, demo)"
 cargo test --workspace -q
 
-step "tests (wgpu backend on lavapipe)"
+step "tests (the conformance suite on the wgpu backend, lavapipe)"
 cargo test -q -p axpo-tests --features wgpu --test conformance_wgpu
-cargo test -q -p axpo-backend-wgpu
-
-step "tests (facade with every backend and the model)"
-cargo test -q -p axpo --all-features
 
 step "no_std build of axpo-core"
 if [ -n "$NOSTD_TARGET" ]; then
@@ -78,18 +78,29 @@ else
 fi
 
 step "fuzz (bounded)"
+# Every target for AXPO_FUZZ_SECONDS on its seeds and the regression inputs of past findings;
+# any crash, timeout or out-of-memory artifact, or a failing build, fails the run.
 FUZZ_SECONDS=${AXPO_FUZZ_SECONDS:-30}
 (
   cd fuzz
   export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
+  cargo test -q
+  cargo fuzz build --sanitizer none
   for target in $(cargo fuzz list); do
     echo "fuzz target $target for ${FUZZ_SECONDS}s"
     mkdir -p "corpus/$target"
-    cargo fuzz run --sanitizer none "$target" "corpus/$target" "seeds/$target" -- \
-      -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked' || true
-    if ls "artifacts/$target"/crash-* >/dev/null 2>&1; then
-      echo "fuzz target $target crashed"; exit 1
+    dirs=("corpus/$target" "seeds/$target")
+    if [ -d "regressions/$target" ]; then dirs+=("regressions/$target"); fi
+    log=$(mktemp)
+    status=0
+    cargo fuzz run --sanitizer none "$target" "${dirs[@]}" -- \
+      -max_total_time="$FUZZ_SECONDS" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?
+    grep -E 'stat::number_of_executed_units|Done|ERROR|panicked' "$log" || true
+    if [ "$status" != 0 ] || ls "artifacts/$target"/* >/dev/null 2>&1; then
+      tail -n 40 "$log"; rm -f "$log"
+      echo "fuzz target $target failed (exit $status)"; exit 1
     fi
+    rm -f "$log"
   done
 )
 

@@ -10,13 +10,13 @@
 //!
 //! 1. Build a [`Batch`] of [`Group`]s of root [`Trajectory`]s (tokens, role spans from the
 //!    [`Segmenter`], rollout log-probs of policy tokens, per-token entropies, rewards).
-//! 2. [`plan`] finds each group whose tool-using subgroup is all wrong and chooses which thinking
+//! 2. [`plan()`] finds each group whose tool-using subgroup is all wrong and chooses which thinking
 //!    prefixes to resample, by uncertainty, within the budget. The rollout engine continues each
 //!    [`BranchRequest`] `count` times from the frozen prefix; [`ResamplePlan::merge`] checks and
 //!    adds the returned branches.
 //! 3. [`assign`] credits the branches and computes every trained token's advantage;
 //!    [`TrainingTokens`] flattens them.
-//! 4. A backend computes the current log-probs ([`LogprobOps::linear_token_stats`]);
+//! 4. A backend computes the current log-probs ([`LogprobOps::linear_token_stats`](backend::LogprobOps::linear_token_stats));
 //!    [`evaluate`] gives the loss and `d loss / d logp`; the backend's fused backward turns
 //!    that into `d hidden` and `d W` of the output head.
 //!
