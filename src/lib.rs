@@ -20,7 +20,7 @@ pub mod demo;
 
 #[cfg(feature = "cuda")]
 pub use axpo_backend_cuda as cuda;
-#[cfg(feature = "qwen3vl")]
-pub use axpo_model_qwen3vl as qwen3vl;
 #[cfg(feature = "wgpu")]
 pub use axpo_backend_wgpu as wgpu;
+#[cfg(feature = "qwen3vl")]
+pub use axpo_model_qwen3vl as qwen3vl;
