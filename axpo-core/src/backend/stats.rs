@@ -19,7 +19,9 @@
 //! nothing; a chunk whose logits are all `-inf` leaves the state unchanged. A row must keep at
 //! least one finite logit: for an all-`-inf` row there is no distribution, and its statistics
 //! are unspecified (the reference backend reports [`crate::Error::NonFinite`], as it does when
-//! finite logits span more than the f32 range and `log p` does not fit f32).
+//! finite logits span more than the f32 range and `log p` does not fit f32). A masked target
+//! (`z_y = -inf`) in a row with finite logits is valid: its `log p` is `-inf`, the other
+//! statistics are finite.
 //!
 //! The backward of the per-token statistics with respect to the logits, for upstream gradients
 //! `g_logp` and `g_entropy`, is

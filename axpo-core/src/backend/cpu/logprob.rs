@@ -79,7 +79,11 @@ impl<G: CpuGemm> LogprobOps for Cpu<G> {
                 f.sum_p2 as f32,
                 f.lse as f32,
             ];
-            if vals.iter().any(|v| !v.is_finite()) {
+            // A masked target (`z_y = -inf`) has `log p = -inf` by definition; any other
+            // infinity or NaN means the row had no finite logit or overflowed f32.
+            let masked_target = c[4] == f32::NEG_INFINITY && vals[0] == f32::NEG_INFINITY;
+            let bad_logp = !vals[0].is_finite() && !masked_target;
+            if bad_logp || vals[1..].iter().any(|v| !v.is_finite()) {
                 return Err(Error::NonFinite {
                     what: "token statistics (a row without a finite logit, or logits spanning \
                            more than the f32 range)",
