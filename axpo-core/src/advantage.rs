@@ -324,6 +324,7 @@ pub fn assign(batch: &Batch, config: &AdvantageConfig) -> Result<Credited> {
     for p in &plans {
         let values: Vec<Option<f64>> = p.members.iter().map(|m| m.1).collect();
         let group_adv = normalize(&values, config.estimator, eps, batch_std);
+        fits_f32(&group_adv)?;
         sets.push(NormalizingSet {
             kind: SetKind::Group,
             group: p.group.id(),
@@ -344,6 +345,7 @@ pub fn assign(batch: &Batch, config: &AdvantageConfig) -> Result<Credited> {
             {
                 let v: Vec<Option<f64>> = members.iter().map(|m| m.1).collect();
                 let a = normalize(&v, config.estimator, eps, batch_std);
+                fits_f32(&a)?;
                 sets.push(NormalizingSet {
                     kind: SetKind::Siblings {
                         parent: parent.id(),
@@ -413,14 +415,22 @@ pub fn assign(batch: &Batch, config: &AdvantageConfig) -> Result<Credited> {
             per.push(entry);
         }
     }
-    // Finite rewards can still give advantages beyond f32 (RLOO or Dr.GRPO near f32::MAX).
-    for t in &per {
-        crate::error::check_finite("advantage (overflows f32)", &t.advantages)?;
-    }
     Ok(Credited {
         trajectories: per,
         sets,
     })
+}
+
+/// Finite rewards can still give advantages beyond f32 (RLOO or Dr.GRPO near `f32::MAX`); every
+/// token advantage is one of a normalising set's values, so checking the sets checks them all.
+fn fits_f32(set: &[f64]) -> Result<()> {
+    match set.iter().position(|a| !(*a as f32).is_finite()) {
+        Some(index) => Err(Error::NonFinite {
+            what: "advantage (overflows f32; index in its normalising set)",
+            index,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn uniform(id: TrajectoryId, first: usize, n: usize, a: f64) -> TrajectoryAdvantage {
