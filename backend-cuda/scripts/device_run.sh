@@ -2,7 +2,10 @@
 # Run THERE (the H100/H200 machine), from the repository root, with the carry folder made by
 # build_carry.sh. Results go to $OUT (the device tool's output folder).
 #   usage: backend-cuda/scripts/device_run.sh [CARRY_DIR] [STAGES]
-#   STAGES: comma list of env, tests, bench, torch, hf, resample  (default: env,tests,bench,torch)
+#   STAGES: comma list of env, tests, bench, torch, hf, model, resample
+#           (default: env,tests,bench,torch)
+#   AXPO_MODELS: the Qwen3-VL architectures of hf/model/resample (default 2B,8B)
+#   AXPO_MODEL_DIR: where hf writes the random checkpoints that model reads (default /tmp)
 # The machine needs no Rust toolchain and no network: the binaries are prebuilt, the Liger wheel
 # is carried, and CUDA 13's libnvrtc / libcublas come from the toolkit or the pip wheels there.
 set -uo pipefail
@@ -75,11 +78,23 @@ if has torch; then
   python3 "$HERE/bench_torch_liger.py" --out "$OUT/bench_torch_liger.jsonl" || status=1
 fi
 
+MODELS=${AXPO_MODELS:-2B,8B}
+MODEL_DIR=${AXPO_MODEL_DIR:-/tmp/axpo-qwen3vl-bench}
 if has hf; then
-  python3 "$HERE/bench_transformers_qwen3vl.py" --out "$OUT/bench_transformers.jsonl" || status=1
+  # transformers prefill/decode, and the same random checkpoints and prompts saved for `model`.
+  python3 "$HERE/bench_transformers_qwen3vl.py" --models "$MODELS" --save-dir "$MODEL_DIR" \
+    --out "$OUT/bench_transformers.jsonl" || status=1
+fi
+if has model; then
+  if [ -x "$CARRY/bin/qwen3vl" ]; then
+    AXPO_QWEN3VL_BENCH_DIR="$MODEL_DIR" AXPO_QWEN3VL_BENCH_MODELS="$MODELS" \
+      "$CARRY/bin/qwen3vl" --bench 2>>"$OUT/bench_stderr.txt" | tee -a "$OUT/bench_rust.jsonl" || status=1
+  else
+    echo '{"bench":"qwen3vl","error":"binary missing"}' | tee -a "$OUT/bench_rust.jsonl"; status=1
+  fi
 fi
 if has resample; then
-  python3 "$HERE/bench_transformers_qwen3vl.py" --models 2B,8B --decode 16 --resample \
+  python3 "$HERE/bench_transformers_qwen3vl.py" --models "$MODELS" --decode 16 --resample \
     --out "$OUT/bench_transformers.jsonl" || status=1
 fi
 

@@ -42,6 +42,19 @@ def main(folder):
     for r in hf:
         if r.get("bench", "").startswith("hf"):
             print(r)
+    # Qwen3-VL: axpo over transformers, per model and phase.
+    for phase in ("prefill", "decode"):
+        for r in rust:
+            if r.get("bench") != f"axpo_{phase}":
+                continue
+            print(r)
+            peer = [h for h in hf if h.get("bench") == f"hf_{phase}" and h.get("model") == r["model"]]
+            if peer and peer[-1].get("tokens_per_s"):
+                ratio = r["tokens_per_s"] / peer[-1]["tokens_per_s"]
+                print(f"  {r['model']} {phase}: axpo / transformers = {ratio:.2f}x")
+    for r in rust:
+        if r.get("bench") == "axpo_resample":
+            print(r)
     errors = [r for r in rust + base + hf if "error" in r or "oom" in r or "skipped" in r]
     for e in errors:
         print("NOTE:", e)
