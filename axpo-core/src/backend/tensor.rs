@@ -120,15 +120,105 @@ pub enum Accumulate {
     Add,
 }
 
+/// Where a matrix view sits in its buffer: `rows x cols` elements starting at `offset`,
+/// consecutive rows `row_stride` elements apart. Shared by [`MatRef`] and [`MatMut`].
+#[derive(Debug, Clone, Copy)]
+struct ViewShape {
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+impl ViewShape {
+    /// A whole buffer of `len` elements as a dense `rows x cols` matrix.
+    fn dense(len: usize, rows: usize, cols: usize) -> Result<Self> {
+        if rows.checked_mul(cols) != Some(len) {
+            return Err(Error::Shape {
+                op: "matrix view",
+                reason: "rows * cols differs from the buffer length",
+            });
+        }
+        Ok(Self {
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+        })
+    }
+
+    /// A strided view that must fit in a buffer of `len` elements.
+    fn strided(len: usize, offset: usize, rows: usize, cols: usize, stride: usize) -> Result<Self> {
+        if stride < cols {
+            return Err(Error::Shape {
+                op: "matrix view",
+                reason: "row stride is smaller than the number of columns",
+            });
+        }
+        let shape = Self {
+            offset,
+            rows,
+            cols,
+            row_stride: stride,
+        };
+        if rows == 0 || cols == 0 {
+            return if offset <= len {
+                Ok(shape)
+            } else {
+                Err(Error::Shape {
+                    op: "matrix view",
+                    reason: "offset is past the end of the buffer",
+                })
+            };
+        }
+        let end = (rows - 1)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(cols))
+            .and_then(|v| v.checked_add(offset));
+        match end {
+            Some(end) if end <= len => Ok(shape),
+            _ => Err(Error::Shape {
+                op: "matrix view",
+                reason: "the view extends past the end of the buffer",
+            }),
+        }
+    }
+
+    fn rows_range(self, start: usize, end: usize) -> Result<Self> {
+        if start > end || end > self.rows {
+            return Err(Error::Shape {
+                op: "matrix view",
+                reason: "row range outside the view",
+            });
+        }
+        Ok(Self {
+            offset: self.offset + start * self.row_stride,
+            rows: end - start,
+            ..self
+        })
+    }
+
+    fn cols_range(self, start: usize, end: usize) -> Result<Self> {
+        if start > end || end > self.cols {
+            return Err(Error::Shape {
+                op: "matrix view",
+                reason: "column range outside the view",
+            });
+        }
+        Ok(Self {
+            offset: self.offset + start,
+            cols: end - start,
+            ..self
+        })
+    }
+}
+
 /// A read-only row-major matrix inside a buffer: `rows x cols` elements starting at `offset`,
 /// consecutive rows `row_stride` elements apart (`row_stride >= cols`).
 #[derive(Debug)]
 pub struct MatRef<'a, B: ?Sized> {
     buffer: &'a B,
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
+    shape: ViewShape,
 }
 
 impl<B: ?Sized> Clone for MatRef<'_, B> {
@@ -138,55 +228,14 @@ impl<B: ?Sized> Clone for MatRef<'_, B> {
 }
 impl<B: ?Sized> Copy for MatRef<'_, B> {}
 
-fn check_view(len: usize, offset: usize, rows: usize, cols: usize, stride: usize) -> Result<()> {
-    if stride < cols {
-        return Err(Error::Shape {
-            op: "matrix view",
-            reason: "row stride is smaller than the number of columns",
-        });
-    }
-    if rows == 0 || cols == 0 {
-        return if offset <= len {
-            Ok(())
-        } else {
-            Err(Error::Shape {
-                op: "matrix view",
-                reason: "offset is past the end of the buffer",
-            })
-        };
-    }
-    let end = (rows - 1)
-        .checked_mul(stride)
-        .and_then(|v| v.checked_add(cols))
-        .and_then(|v| v.checked_add(offset));
-    match end {
-        Some(end) if end <= len => Ok(()),
-        _ => Err(Error::Shape {
-            op: "matrix view",
-            reason: "the view extends past the end of the buffer",
-        }),
-    }
-}
-
 impl<'a, B: DeviceBuffer + ?Sized> MatRef<'a, B> {
     /// The whole buffer as a dense `rows x cols` matrix.
     ///
     /// # Errors
     /// [`Error::Shape`] if `rows * cols` differs from the buffer's length.
     pub fn new(buffer: &'a B, rows: usize, cols: usize) -> Result<Self> {
-        if rows.checked_mul(cols) != Some(buffer.len()) {
-            return Err(Error::Shape {
-                op: "matrix view",
-                reason: "rows * cols differs from the buffer length",
-            });
-        }
-        Ok(Self {
-            buffer,
-            offset: 0,
-            rows,
-            cols,
-            row_stride: cols,
-        })
+        let shape = ViewShape::dense(buffer.len(), rows, cols)?;
+        Ok(Self { buffer, shape })
     }
 
     /// A strided view.
@@ -200,14 +249,8 @@ impl<'a, B: DeviceBuffer + ?Sized> MatRef<'a, B> {
         cols: usize,
         row_stride: usize,
     ) -> Result<Self> {
-        check_view(buffer.len(), offset, rows, cols, row_stride)?;
-        Ok(Self {
-            buffer,
-            offset,
-            rows,
-            cols,
-            row_stride,
-        })
+        let shape = ViewShape::strided(buffer.len(), offset, rows, cols, row_stride)?;
+        Ok(Self { buffer, shape })
     }
 
     /// Rows `start..end` of this view.
@@ -215,17 +258,8 @@ impl<'a, B: DeviceBuffer + ?Sized> MatRef<'a, B> {
     /// # Errors
     /// [`Error::Shape`] if the range is not inside the view.
     pub fn rows_range(self, start: usize, end: usize) -> Result<Self> {
-        if start > end || end > self.rows {
-            return Err(Error::Shape {
-                op: "matrix view",
-                reason: "row range outside the view",
-            });
-        }
-        Ok(Self {
-            offset: self.offset + start * self.row_stride,
-            rows: end - start,
-            ..self
-        })
+        let shape = self.shape.rows_range(start, end)?;
+        Ok(Self { shape, ..self })
     }
 
     /// Columns `start..end` of this view.
@@ -233,17 +267,8 @@ impl<'a, B: DeviceBuffer + ?Sized> MatRef<'a, B> {
     /// # Errors
     /// [`Error::Shape`] if the range is not inside the view.
     pub fn cols_range(self, start: usize, end: usize) -> Result<Self> {
-        if start > end || end > self.cols {
-            return Err(Error::Shape {
-                op: "matrix view",
-                reason: "column range outside the view",
-            });
-        }
-        Ok(Self {
-            offset: self.offset + start,
-            cols: end - start,
-            ..self
-        })
+        let shape = self.shape.cols_range(start, end)?;
+        Ok(Self { shape, ..self })
     }
 }
 
@@ -256,27 +281,27 @@ impl<'a, B: ?Sized> MatRef<'a, B> {
     /// Element offset of the first element.
     #[must_use]
     pub fn offset(&self) -> usize {
-        self.offset
+        self.shape.offset
     }
     /// Number of rows.
     #[must_use]
     pub fn rows(&self) -> usize {
-        self.rows
+        self.shape.rows
     }
     /// Number of columns.
     #[must_use]
     pub fn cols(&self) -> usize {
-        self.cols
+        self.shape.cols
     }
     /// Distance between consecutive rows, in elements.
     #[must_use]
     pub fn row_stride(&self) -> usize {
-        self.row_stride
+        self.shape.row_stride
     }
     /// Whether rows are contiguous (`row_stride == cols`).
     #[must_use]
     pub fn is_dense(&self) -> bool {
-        self.row_stride == self.cols || self.rows <= 1
+        self.shape.row_stride == self.shape.cols || self.shape.rows <= 1
     }
 }
 
@@ -284,10 +309,7 @@ impl<'a, B: ?Sized> MatRef<'a, B> {
 #[derive(Debug)]
 pub struct MatMut<'a, B: ?Sized> {
     buffer: &'a mut B,
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
+    shape: ViewShape,
 }
 
 impl<'a, B: DeviceBuffer + ?Sized> MatMut<'a, B> {
@@ -296,19 +318,8 @@ impl<'a, B: DeviceBuffer + ?Sized> MatMut<'a, B> {
     /// # Errors
     /// [`Error::Shape`] if `rows * cols` differs from the buffer's length.
     pub fn new(buffer: &'a mut B, rows: usize, cols: usize) -> Result<Self> {
-        if rows.checked_mul(cols) != Some(buffer.len()) {
-            return Err(Error::Shape {
-                op: "matrix view",
-                reason: "rows * cols differs from the buffer length",
-            });
-        }
-        Ok(Self {
-            buffer,
-            offset: 0,
-            rows,
-            cols,
-            row_stride: cols,
-        })
+        let shape = ViewShape::dense(buffer.len(), rows, cols)?;
+        Ok(Self { buffer, shape })
     }
 
     /// A strided view.
@@ -322,14 +333,8 @@ impl<'a, B: DeviceBuffer + ?Sized> MatMut<'a, B> {
         cols: usize,
         row_stride: usize,
     ) -> Result<Self> {
-        check_view(buffer.len(), offset, rows, cols, row_stride)?;
-        Ok(Self {
-            buffer,
-            offset,
-            rows,
-            cols,
-            row_stride,
-        })
+        let shape = ViewShape::strided(buffer.len(), offset, rows, cols, row_stride)?;
+        Ok(Self { buffer, shape })
     }
 }
 
@@ -339,17 +344,8 @@ impl<'a, B: ?Sized> MatMut<'a, B> {
     /// # Errors
     /// [`Error::Shape`] if the range is not inside the view.
     pub fn rows_range(self, start: usize, end: usize) -> Result<Self> {
-        if start > end || end > self.rows {
-            return Err(Error::Shape {
-                op: "matrix view",
-                reason: "row range outside the view",
-            });
-        }
-        Ok(Self {
-            offset: self.offset + start * self.row_stride,
-            rows: end - start,
-            ..self
-        })
+        let shape = self.shape.rows_range(start, end)?;
+        Ok(Self { shape, ..self })
     }
 
     /// Columns `start..end` of this view.
@@ -357,17 +353,8 @@ impl<'a, B: ?Sized> MatMut<'a, B> {
     /// # Errors
     /// [`Error::Shape`] if the range is not inside the view.
     pub fn cols_range(self, start: usize, end: usize) -> Result<Self> {
-        if start > end || end > self.cols {
-            return Err(Error::Shape {
-                op: "matrix view",
-                reason: "column range outside the view",
-            });
-        }
-        Ok(Self {
-            offset: self.offset + start,
-            cols: end - start,
-            ..self
-        })
+        let shape = self.shape.cols_range(start, end)?;
+        Ok(Self { shape, ..self })
     }
 
     /// The underlying buffer.
@@ -382,31 +369,28 @@ impl<'a, B: ?Sized> MatMut<'a, B> {
     /// Element offset of the first element.
     #[must_use]
     pub fn offset(&self) -> usize {
-        self.offset
+        self.shape.offset
     }
     /// Number of rows.
     #[must_use]
     pub fn rows(&self) -> usize {
-        self.rows
+        self.shape.rows
     }
     /// Number of columns.
     #[must_use]
     pub fn cols(&self) -> usize {
-        self.cols
+        self.shape.cols
     }
     /// Distance between consecutive rows, in elements.
     #[must_use]
     pub fn row_stride(&self) -> usize {
-        self.row_stride
+        self.shape.row_stride
     }
     /// A shorter-lived view of the same matrix.
     pub fn reborrow(&mut self) -> MatMut<'_, B> {
         MatMut {
             buffer: &mut *self.buffer,
-            offset: self.offset,
-            rows: self.rows,
-            cols: self.cols,
-            row_stride: self.row_stride,
+            shape: self.shape,
         }
     }
 }
