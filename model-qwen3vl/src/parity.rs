@@ -108,6 +108,28 @@ impl ParityReport {
             .collect()
     }
 
+    /// The verdict every parity test gives: no tensor over `tol` (or NaN), no expected tensor
+    /// left uncompared, and each of `must_have` compared.
+    ///
+    /// # Errors
+    /// A message naming the first of these that does not hold, prefixed by `label`.
+    pub fn verdict(&self, label: &str, tol: f32, must_have: &[&str]) -> Result<(), String> {
+        let over = self.failures(tol);
+        if !over.is_empty() {
+            return Err(format!("{label}: over tolerance: {over:?}"));
+        }
+        if !self.uncompared.is_empty() {
+            return Err(format!(
+                "{label}: expected tensors not compared: {:?}",
+                self.uncompared
+            ));
+        }
+        match must_have.iter().find(|n| !self.diffs.contains_key(**n)) {
+            Some(name) => Err(format!("{label}: {name} was not compared")),
+            None => Ok(()),
+        }
+    }
+
     /// The largest difference.
     #[must_use]
     pub fn worst(&self) -> f32 {
@@ -279,4 +301,36 @@ pub fn check_loaded<B: Backend>(
         .map(str::to_string)
         .collect();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ParityReport;
+
+    #[test]
+    fn verdict_names_what_failed() {
+        let mut r = ParityReport::default();
+        r.diffs.insert("logits".into(), 1e-6);
+        assert_eq!(r.verdict("x", 5e-5, &["logits"]), Ok(()));
+        assert_eq!(
+            r.verdict("x", 5e-5, &["decode.logits"]),
+            Err("x: decode.logits was not compared".into())
+        );
+        r.uncompared.push("text.norm.out".into());
+        assert!(
+            r.verdict("x", 5e-5, &[])
+                .is_err_and(|e| e.contains("not compared"))
+        );
+        r.uncompared.clear();
+        r.diffs.insert("lse".into(), f32::NAN);
+        assert!(
+            r.verdict("x", 5e-5, &[])
+                .is_err_and(|e| e.contains("over tolerance"))
+        );
+        r.diffs.insert("lse".into(), 1e-3);
+        assert!(
+            r.verdict("x", 5e-5, &[])
+                .is_err_and(|e| e.contains("over tolerance"))
+        );
+    }
 }

@@ -13,18 +13,8 @@ fn check<B: axpo_core::backend::Backend>(backend: B, model: &str, case: &str, mu
     for (name, d) in &report.diffs {
         eprintln!("{model}/{case} {name}: {d:.3e}");
     }
-    assert!(
-        report.failures(TOLERANCE).is_empty(),
-        "{model}/{case}: over tolerance: {:?}",
-        report.failures(TOLERANCE)
-    );
-    assert!(
-        report.uncompared.is_empty(),
-        "{model}/{case}: expected tensors not compared: {:?}",
-        report.uncompared
-    );
-    for name in must_have {
-        assert!(report.diffs.contains_key(*name), "{name} was not compared");
+    if let Err(e) = report.verdict(&format!("{model}/{case}"), TOLERANCE, must_have) {
+        panic!("{e}");
     }
 }
 
