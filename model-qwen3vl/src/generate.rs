@@ -221,6 +221,23 @@ pub enum Sampling {
     },
 }
 
+impl Sampling {
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for a non-positive or non-finite temperature.
+    fn validate(self) -> Result<()> {
+        match self {
+            Self::Temperature { temperature, .. }
+                if !(temperature.is_finite() && temperature > 0.0) =>
+            {
+                Err(ModelError::input(
+                    "sampling temperature must be finite and positive",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One sampled continuation: its tokens, and the log-prob and entropy of the distribution each
 /// was drawn from (at temperature 1, the policy's own distribution, as the objective needs).
 #[derive(Debug, Clone, PartialEq)]
@@ -295,13 +312,7 @@ pub fn sample_from_prefix<B: Backend>(
     stop: &[u32],
     sampling: Sampling,
 ) -> Result<Vec<Continuation>> {
-    if let Sampling::Temperature { temperature, .. } = sampling
-        && !(temperature.is_finite() && temperature > 0.0)
-    {
-        return Err(ModelError::input(
-            "sampling temperature must be finite and positive",
-        ));
-    }
+    sampling.validate()?;
     let mut prefix = model.new_cache();
     let hidden = model.prefill(input, &mut prefix)?;
     let first = model.last_logits(&hidden)?;
@@ -361,13 +372,7 @@ pub fn sample_recomputing_prefix<B: Backend>(
     stop: &[u32],
     sampling: Sampling,
 ) -> Result<Continuation> {
-    if let Sampling::Temperature { temperature, .. } = sampling
-        && !(temperature.is_finite() && temperature > 0.0)
-    {
-        return Err(ModelError::input(
-            "sampling temperature must be finite and positive",
-        ));
-    }
+    sampling.validate()?;
     let mut cache = model.new_cache();
     let hidden = model.prefill(input, &mut cache)?;
     let first = model.last_logits(&hidden)?;
