@@ -10,7 +10,7 @@ use axpo_core::check_len;
 use axpo_core::{Error, Result};
 
 use crate::Wgpu;
-use crate::context::{Job, WgpuBuffer, dtype_err, f32_out, float, u};
+use crate::context::{Job, WgpuBuffer, Window, dtype_err, f32_out, float, u};
 use crate::kernels::Family;
 use crate::ops::buffer::{row_blocks, span};
 use crate::ops::matmul::{Epi, Out};
@@ -115,6 +115,30 @@ impl Wgpu {
         Ok(())
     }
 
+    /// Rows `r0..r1` of the backward's four per-row inputs, bound at 8..=11 by both kernels
+    /// that read them: `lse`, `entropy`, `d log p`, and `d entropy` (or `d log p` again when
+    /// there is no entropy gradient); the element index each binding begins at; and the flag
+    /// (1 or 0) saying whether the entropy gradient is present.
+    fn grad_rows<'a>(
+        &self,
+        stats: &'a TokenStats<WgpuBuffer>,
+        grad: StatsGrad<'a, WgpuBuffer>,
+        r0: usize,
+        r1: usize,
+    ) -> Result<([Window<'a>; 4], [u32; 4], u32)> {
+        let (lw, lb) = self.inner.window(&stats.lse, r0, r1)?;
+        let (ew, eb) = self.inner.window(&stats.entropy, r0, r1)?;
+        let (gw, gb) = self.inner.window(grad.d_logp, r0, r1)?;
+        let (hw, hb, has) = match grad.d_entropy {
+            Some(e) => {
+                let (w, b) = self.inner.window(e, r0, r1)?;
+                (w, b, 1)
+            }
+            None => (gw, gb, 0),
+        };
+        Ok(([lw, ew, gw, hw], [lb, eb, gb, hb], has))
+    }
+
     /// Jobs writing `[lse, entropy, g_logp, g_entropy]` per row into `rowp`.
     fn pack_jobs<'a>(
         &self,
@@ -125,16 +149,7 @@ impl Wgpu {
         jobs: &mut Vec<Job<'a>>,
     ) -> Result<()> {
         for (r0, r1) in row_blocks(self, rows, &[(DType::F32, 4)], "pack_rows")? {
-            let (lw, lb) = self.inner.window(&stats.lse, r0, r1)?;
-            let (ew, eb) = self.inner.window(&stats.entropy, r0, r1)?;
-            let (gw, gb) = self.inner.window(grad.d_logp, r0, r1)?;
-            let (hw, hb, has) = match grad.d_entropy {
-                Some(e) => {
-                    let (w, b) = self.inner.window(e, r0, r1)?;
-                    (w, b, 1)
-                }
-                None => (gw, gb, 0),
-            };
+            let ([lw, ew, gw, hw], [lb, eb, gb, hb], has) = self.grad_rows(stats, grad, r0, r1)?;
             let (ow, ob) = self.inner.window(rowp, 4 * r0, 4 * r1)?;
             let r = u(r0)?;
             jobs.push(
@@ -247,16 +262,7 @@ impl LogprobOps for Wgpu {
             let (d0, d1) = span(o_off, os, cols, r0, r1);
             let (ow, ob) = self.inner.window(out_buf, d0, d1)?;
             let (tw, tb) = self.inner.window(targets, r0, r1)?;
-            let (lw, lb) = self.inner.window(&stats.lse, r0, r1)?;
-            let (ew, eb) = self.inner.window(&stats.entropy, r0, r1)?;
-            let (gw, gb) = self.inner.window(grad.d_logp, r0, r1)?;
-            let (hw, hb, has) = match grad.d_entropy {
-                Some(e) => {
-                    let (w, b) = self.inner.window(e, r0, r1)?;
-                    (w, b, 1)
-                }
-                None => (gw, gb, 0),
-            };
+            let ([lw, ew, gw, hw], [lb, eb, gb, hb], has) = self.grad_rows(stats, grad, r0, r1)?;
             let r = u(r0)?;
             jobs.push(
                 Job::new(
