@@ -162,16 +162,26 @@ impl Cuda {
             )?;
             r0 = r1;
         }
+        self.linear_objective_result(stats, tok, HeadGrads { d_hidden, d_weight })
+    }
+
+    /// The result of either path: the per-token losses are summed on the host in f64.
+    fn linear_objective_result(
+        &self,
+        stats: TokenStats<CudaBuffer>,
+        tokens: TokenObjectiveBuffers,
+        grads: HeadGrads<CudaBuffer>,
+    ) -> Result<LinearObjective> {
         let loss = self
-            .download_f32(&tok.loss)?
+            .download_f32(&tokens.loss)?
             .iter()
             .map(|&x| f64::from(x))
             .sum();
         Ok(LinearObjective {
             loss,
             stats,
-            tokens: tok,
-            grads: HeadGrads { d_hidden, d_weight },
+            tokens,
+            grads,
         })
     }
 
@@ -202,16 +212,6 @@ impl Cuda {
             },
             chunk,
         )?;
-        let loss = self
-            .download_f32(&tok.loss)?
-            .iter()
-            .map(|&x| f64::from(x))
-            .sum();
-        Ok(LinearObjective {
-            loss,
-            stats,
-            tokens: tok,
-            grads,
-        })
+        self.linear_objective_result(stats, tok, grads)
     }
 }
