@@ -23,11 +23,20 @@ chmod 700 "$XDG_RUNTIME_DIR"
 step() { printf '\n==== %s (%ss)\n' "$1" "$SECONDS"; }
 
 step "install: system packages"
+# lavapipe for wgpu; python3 with venv (Debian ships ensurepip separately) for the NVRTC wheel.
+packages=""
 if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ! ldconfig -p | grep -q 'libvulkan.so.1 '; then
+  packages="mesa-vulkan-drivers libvulkan1"
+fi
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  packages="$packages python3 python3-venv"
+fi
+if [ -n "$packages" ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1
+  # shellcheck disable=SC2086 # a word list
+  $SUDO apt-get install -y -qq --no-install-recommends $packages
 fi
 
 step "install: NVRTC (pip wheel)"
