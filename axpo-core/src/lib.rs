@@ -44,6 +44,7 @@
 //! |---|---|---|
 //! | `std` | yes | Enables `std` in `num-traits` and `half`. Without it the crate is `no_std` + `alloc`. |
 //! | `arbitrary` | no | `arbitrary::Arbitrary` for the plain input types, for fuzzing (implies `std`). |
+//! | `fast-cpu` | no | [`FastCpu`](backend::FastCpu), the fast CPU backend: `faer`'s SIMD matrix products on rayon's threads, a blocked multithreaded attention, the fused training step (implies `std`; adds `faer`, `rayon`, `pulp`). The reference [`Cpu`](backend::Cpu) backend stays the oracle. |
 //!
 //! ## Errors and panics
 //!

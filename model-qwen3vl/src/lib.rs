@@ -5,12 +5,11 @@
 //! Every fallible function returns [`ModelError`]; no input (file, config, prompt, image) makes
 //! the library panic. `unsafe` is denied except at one audited call site: the memory map of
 //! checkpoint files ([`weights`]), which the issue asks for and which no safe API can provide
-//! (another process could truncate a mapped file). Matrix products go through `faer`'s safe API.
+//! (another process could truncate a mapped file).
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod config;
-pub mod cpu;
 mod error;
 pub mod generate;
 pub mod model;
@@ -24,8 +23,9 @@ pub mod text;
 pub mod vision;
 pub mod weights;
 
+/// The fast CPU backend the model runs on by default (it lives in `axpo-core`, feature `fast-cpu`).
+pub use axpo_core::backend::{FastCpu, GemmCpu, GemmKernel};
 pub use config::{Config, TextConfig, VisionConfig};
-pub use cpu::{FastCpu, GemmCpu, GemmKernel};
 pub use error::{ModelError, Result};
 pub use generate::{
     Continuation, KvCache, Sampling, generate_greedy, sample_from_prefix, sample_recomputing_prefix,

@@ -13,12 +13,12 @@ use axpo_core::backend::{Backend, VocabChunk};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-use crate::cpu::FastCpu;
 use crate::error::{ModelError, Result};
 use crate::model::{ImageInput, ModelInput, Qwen3VL};
 use crate::mrope::Grid;
 use crate::preprocess::{ImageProcessorConfig, RgbImage, preprocess};
 use crate::weights::{LoadOptions, SafetensorsStore};
+use axpo_core::backend::FastCpu;
 
 /// What to score.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

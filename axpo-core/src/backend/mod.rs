@@ -19,12 +19,16 @@
 //! [`Op::ALL`] lists every op; the conformance suite checks that each has a test.
 
 mod cpu;
+#[cfg(feature = "fast-cpu")]
+mod fast;
 mod stats;
 mod tensor;
 
 use alloc::vec::Vec;
 
 pub use cpu::{Cpu, CpuBuffer, CpuGemm, ReferenceGemm, Strided};
+#[cfg(feature = "fast-cpu")]
+pub use fast::{FastCpu, GemmCpu, GemmKernel};
 pub use stats::{FinishedStats, STATE_WIDTH, StatsState, logit_grad};
 pub use tensor::{
     Accumulate, Activation, AttentionMask, AttentionSpec, DType, DeviceBuffer, Epilogue, HostData,
