@@ -150,6 +150,34 @@ fn gspo_clips_the_sequence_ratio() {
     close(o.d_logp[0], 0.0);
 }
 
+/// Issue 15's probe: a 2-token sequence whose mean log-ratio (25) lies beyond the log-ratio
+/// clamp (20) with A = -1. The sequence ratio is clamped to e^20, so the term is constant and
+/// its gradient is 0 (before the fix it was w * (-A) * s = 0.5 * e^20, about 2.4e8, per token);
+/// the value stays the clamped one, -A * e^20 * w * 2 = e^20.
+#[test]
+fn gspo_beyond_the_clamp_has_zero_gradient() {
+    let config = ObjectiveConfig::new(
+        PolicyLoss::Gspo {
+            eps_low: 0.2,
+            eps_high: 0.2,
+        },
+        Aggregation::TokenMean { tokens: 2 },
+    );
+    let (old, logp) = ([-30.0, -30.0], [-5.0, -5.0]);
+    let o = evaluate(&config, &inputs(&logp, &old, &[-1.0, -1.0], &[0, 2])).unwrap();
+    assert_eq!(o.d_logp, vec![0.0, 0.0]);
+    close(o.loss, 20.0f64.exp());
+    // Just inside the clamp the gradient is the sequence ratio's: w * (-A) * s per token.
+    let logp = [-10.5, -10.5]; // mean log-ratio 19.5
+    let o = evaluate(&config, &inputs(&logp, &old, &[-1.0, -1.0], &[0, 2])).unwrap();
+    close(o.d_logp[0], 0.5 * 19.5f64.exp());
+    // The surrogate agrees: beyond the clamp, moving the live log-probs leaves the loss fixed.
+    let (logp, live) = ([-5.0, -5.0], [-4.0, -6.5]);
+    let inp = inputs(&logp, &old, &[-1.0, -1.0], &[0, 2]);
+    let at = axpo_core::objective::surrogate_loss(&config, &inp, &live, None).unwrap();
+    close(at, 20.0f64.exp());
+}
+
 #[test]
 fn cispo_relative_and_upper_only() {
     // rho = 1.5, A = 2, logp = -0.5. Relative(0.2, 0.2): w = 1.2, loss = -w A logp = 1.2,
