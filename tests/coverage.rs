@@ -47,6 +47,7 @@ fn checks_live_in_their_ops_family_and_have_unique_names() {
         "attention",
         "embedding",
         "logprob",
+        "objective",
     ];
     let mut names = BTreeSet::new();
     for c in CHECKS {

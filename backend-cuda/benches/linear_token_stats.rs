@@ -1,6 +1,6 @@
 //! The fused output head with the GRPO/AXPO objective, forward + backward, bf16, H=4096,
 //! V=151936, N in {2048, 4096, 8192, 16384}: time and peak device memory of
-//! - `fused_bf16`: [`Cuda::linear_objective`] under `Precision::Bf16` (bf16 logits chunk,
+//! - `fused_bf16`: `ObjectiveOps::linear_objective` on CUDA under `Precision::Bf16` (bf16 logits chunk,
 //!   gradient in place; three GEMMs per chunk of tokens),
 //! - `fused_exact`: the same under `Precision::Exact` (f32 logits chunk),
 //! - `trait_bf16`: `linear_token_stats` + `objective_tokens` + `linear_token_stats_backward`
@@ -13,11 +13,13 @@
 #[path = "common.rs"]
 mod common;
 
-use axpo_backend_cuda::{Cuda, ObjectiveTokens, Precision};
+use axpo_backend_cuda::{Cuda, Precision};
 use axpo_core::backend::{
     BufferOps, DType, Epilogue, Layout, LogprobOps, MatMut, MatRef, MatmulOps, StatsGrad,
     VocabChunk,
 };
+use axpo_core::backend::{HeadWorkspace, ObjectiveOps, StepTokens};
+use axpo_core::objective::ObjectiveTokens;
 use axpo_core::objective::{Aggregation, ObjectiveConfig, PolicyLoss};
 use common::{Rng, device, median_ms, random_matrix, sizes};
 
@@ -59,13 +61,8 @@ fn run() -> axpo_core::Result<()> {
             },
             Aggregation::TokenMean { tokens: n },
         );
-        let tokens = ObjectiveTokens {
-            old_logp: &old,
-            advantages: &adv,
-            seq_offsets: &offsets,
-            rollout_logp: None,
-            ref_logp: None,
-        };
+        let step = StepTokens::new(&targets, &old, &adv, &offsets);
+        let tokens: ObjectiveTokens<'_, f32> = step.objective;
         let reps = if n >= 8192 { 5 } else { 10 };
         for (name, precision) in [
             ("fused_bf16", Precision::Bf16),
@@ -73,14 +70,14 @@ fn run() -> axpo_core::Result<()> {
         ] {
             let c = cuda.clone().with_precision(precision);
             let run = || {
-                c.linear_objective(hv, wv, &targets, &config, &tokens, VocabChunk::default())
+                c.linear_objective(hv, wv, &step, &config, HeadWorkspace::BackendDefault)
                     .map(|_| ())
             };
             let ms = median_ms(&c, 1, reps, run)?;
             c.synchronize()?;
             c.reset_pool_peak()?;
             let base = c.pool_peak_bytes()?;
-            c.linear_objective(hv, wv, &targets, &config, &tokens, VocabChunk::default())?;
+            c.linear_objective(hv, wv, &step, &config, HeadWorkspace::BackendDefault)?;
             c.synchronize()?;
             let peak = c.pool_peak_bytes()?;
             report(name, n, h, v, ms, peak.saturating_sub(base));

@@ -1,86 +1,69 @@
 //! The fused linear objective: output head, token statistics, the objective's per-token loss
-//! and gradient, and the head's backward, in three GEMMs per chunk of tokens and without any
-//! device-to-host round trip (the floor of `logits = H Wᵀ`, `dH = dZ W`, `dW = dZᵀ H`).
+//! and gradient, and the head's backward, in three GEMMs per chunk of tokens (the floor of
+//! `logits = H Wᵀ`, `dH = dZ W`, `dW = dZᵀ H`); only the per-token log-probs and entropies
+//! (`2 N` floats) come back to the host, for the core's loss and metrics.
 //!
 //! Per chunk of whole vocabulary rows: one GEMM writes the chunk's logits; one kernel per row
 //! (`head_objective_*`) computes the online-softmax statistics, the objective's per-token loss
 //! and `d logp`/`d entropy`, then `dZ` (in place over the logits when they share a type); two
 //! GEMMs write `dH` for the chunk's rows and accumulate `dW`. The workspace is bounded by the
-//! handle's head-workspace budget, so memory does not grow with the number of tokens.
+//! step's head-workspace budget, so memory does not grow with the number of tokens.
 
+use axpo_core::Result;
 use axpo_core::backend::{
-    BufferOps, DType, DeviceBuffer, Epilogue, HeadGrads, Layout, LogprobOps, MatMut, MatRef,
-    StatsGrad, TokenStats, VocabChunk, check_head,
+    BufferOps, DType, DeviceBuffer, Epilogue, HeadGrads, HeadWorkspace, Layout, MatMut, MatRef,
+    ObjectiveOps, StepOutput, StepTokens, TokenStats, VocabChunk, check_step,
+    linear_objective_by_blocks,
 };
-use axpo_core::objective::ObjectiveConfig;
-use axpo_core::{Error, Result};
+use axpo_core::objective::{BlockValues, ObjectiveConfig};
 
 use crate::buffer::CudaBuffer;
 use crate::device::{Cuda, Precision};
-use crate::objective::{ObjectiveParams, ObjectiveTokens, TokenObjectiveBuffers, token_weights};
+use crate::objective::{ObjectiveParams, TokenObjectiveBuffers, token_weights};
 use crate::ops::logprob::{grad_dtype, stats_ptrs};
 
-/// What [`Cuda::linear_objective`] returns.
-#[derive(Debug)]
-pub struct LinearObjective {
-    /// The loss (sum of the per-token contributions, in f64 on the host).
-    pub loss: f64,
-    /// The per-token statistics.
-    pub stats: TokenStats<CudaBuffer>,
-    /// Per-token loss contributions and gradients.
-    pub tokens: TokenObjectiveBuffers,
-    /// `d loss / d hidden` and `d loss / d W` (f32).
-    pub grads: HeadGrads<CudaBuffer>,
-}
-
-impl Cuda {
-    /// Loss and gradients of the objective on the output head `logits = hidden · weightᵀ`
-    /// (`hidden`: `N x H`, `weight`: `V x H`), fused as the module docs say. Under
-    /// [`Precision::Bf16`] with half inputs the logits chunk is kept in the input type and
-    /// overwritten by its gradient (as PyTorch and Liger do); otherwise f32 logits and a
-    /// separate gradient buffer.
+impl ObjectiveOps for Cuda {
+    /// The fused step as the module docs say. Under [`Precision::Bf16`] with half inputs the
+    /// logits chunk is kept in the input type and overwritten by its gradient (as PyTorch and
+    /// Liger do); otherwise f32 logits and a separate gradient buffer. The workspace is
+    /// `workspace`'s budget, or the handle's ([`Cuda::with_head_workspace`]) by default.
     ///
-    /// When not even 64 whole vocabulary rows fit the workspace, it falls back to
-    /// `linear_token_stats`, [`Cuda::objective_tokens`] and `linear_token_stats_backward`
-    /// (four GEMMs, still without a host round trip).
-    ///
-    /// # Errors
-    /// As `linear_token_stats` and [`Cuda::objective_tokens`].
-    pub fn linear_objective(
+    /// Configurations the per-token kernel does not cover (GSPO, sequence-level TIS), and
+    /// budgets in which not even 64 whole vocabulary rows fit, take the core's default path
+    /// ([`linear_objective_by_blocks`]) on this backend's primitives. The loss, its terms and
+    /// the metrics are the core's ([`ObjectiveAccumulator`](axpo_core::objective::ObjectiveAccumulator)), from the device's log-probs and
+    /// entropies.
+    fn linear_objective(
         &self,
         hidden: MatRef<'_, CudaBuffer>,
         weight: MatRef<'_, CudaBuffer>,
-        targets: &[u32],
+        tokens: &StepTokens<'_>,
         config: &ObjectiveConfig,
-        tokens: &ObjectiveTokens<'_>,
-        chunk: VocabChunk,
-    ) -> Result<LinearObjective> {
-        check_head(&hidden, &weight, targets, chunk)?;
-        let params = ObjectiveParams::from_config(config)?;
+        workspace: HeadWorkspace,
+    ) -> Result<StepOutput<CudaBuffer>> {
+        let mut acc = check_step(&hidden, &weight, tokens, config)?;
+        let Ok(params) = ObjectiveParams::from_config(config) else {
+            return linear_objective_by_blocks(self, hidden, weight, tokens, config, workspace);
+        };
         let (n, v, h) = (hidden.rows(), weight.rows(), hidden.cols());
-        tokens.check(n, config)?;
-        if n == 0 {
-            return Err(Error::NoTrainedTokens);
-        }
         let (ht, wt) = (hidden.buffer().dtype(), weight.buffer().dtype());
         let dz_type = grad_dtype(wt, ht, self.precision);
         let in_place = self.precision == Precision::Bf16 && dz_type == wt && wt == ht;
         let logits_type = if in_place { wt } else { DType::F32 };
         let per_elem = logits_type.size() + if in_place { 0 } else { dz_type.size() };
-        let plan = self.head_plan(n, v, per_elem, chunk);
+        let budget = workspace.bytes_or(self.head_workspace);
+        let plan = self.head_plan_within(n, v, per_elem, budget, VocabChunk::default());
         if !plan.whole_rows(v) {
-            return self.linear_objective_unfused(hidden, weight, targets, config, tokens, chunk);
+            return linear_objective_by_blocks(self, hidden, weight, tokens, config, workspace);
         }
-        let weights = token_weights(config.aggregation, tokens.seq_offsets, n)?;
-        let t = self.upload_u32(targets)?;
-        let old = self.upload_f32(tokens.old_logp)?;
-        let adv = self.upload_f32(tokens.advantages)?;
+        let ot = tokens.objective;
+        let weights = token_weights(config.aggregation, ot.seq_offsets, n);
+        let t = self.upload_u32(tokens.targets)?;
+        let old = self.upload_f32(ot.old_logp)?;
+        let adv = self.upload_f32(ot.advantages)?;
         let w = self.upload_f32(&weights)?;
-        let rollout = tokens
-            .rollout_logp
-            .map(|r| self.upload_f32(r))
-            .transpose()?;
-        let reference = tokens.ref_logp.map(|r| self.upload_f32(r)).transpose()?;
+        let rollout = ot.rollout_logp.map(|r| self.upload_f32(r)).transpose()?;
+        let reference = ot.ref_logp.map(|r| self.upload_f32(r)).transpose()?;
         let stats = TokenStats {
             logp: self.zeros(DType::F32, n)?,
             entropy: self.zeros(DType::F32, n)?,
@@ -162,56 +145,20 @@ impl Cuda {
             )?;
             r0 = r1;
         }
-        self.linear_objective_result(stats, tok, HeadGrads { d_hidden, d_weight })
-    }
-
-    /// The result of either path: the per-token losses are summed on the host in f64.
-    fn linear_objective_result(
-        &self,
-        stats: TokenStats<CudaBuffer>,
-        tokens: TokenObjectiveBuffers,
-        grads: HeadGrads<CudaBuffer>,
-    ) -> Result<LinearObjective> {
-        let loss = self
-            .download_f32(&tokens.loss)?
-            .iter()
-            .map(|&x| f64::from(x))
-            .sum();
-        Ok(LinearObjective {
-            loss,
-            stats,
-            tokens,
-            grads,
-        })
-    }
-
-    /// The four-GEMM path: forward statistics, the objective on the device, the backward.
-    fn linear_objective_unfused(
-        &self,
-        hidden: MatRef<'_, CudaBuffer>,
-        weight: MatRef<'_, CudaBuffer>,
-        targets: &[u32],
-        config: &ObjectiveConfig,
-        tokens: &ObjectiveTokens<'_>,
-        chunk: VocabChunk,
-    ) -> Result<LinearObjective> {
-        let stats = self.linear_token_stats(hidden, weight, targets, chunk)?;
-        let tok = self.objective_tokens(config, &stats.logp, Some(&stats.entropy), tokens)?;
-        let grads = self.linear_token_stats_backward(
-            hidden,
-            weight,
-            targets,
-            &stats,
-            StatsGrad {
-                d_logp: &tok.d_logp,
-                d_entropy: if config.entropy_coef != 0.0 {
-                    Some(&tok.d_entropy)
-                } else {
-                    None
-                },
-            },
-            chunk,
+        drop(tok);
+        let logp = self.download_f32(&stats.logp)?;
+        let entropy = self.download_f32(&stats.entropy)?;
+        let (mut d_logp, mut d_entropy) = (vec![0.0f32; n], vec![0.0f32; n]);
+        acc.block(
+            BlockValues::new(&logp, Some(&entropy)),
+            &mut d_logp,
+            &mut d_entropy,
         )?;
-        self.linear_objective_result(stats, tok, grads)
+        Ok(StepOutput::new(
+            acc.finish()?,
+            logp,
+            entropy,
+            HeadGrads { d_hidden, d_weight },
+        ))
     }
 }

@@ -15,11 +15,7 @@
 //! | attention | masked softmax; exact flash kernel (f32), tensor-core flash kernel (bf16/f16, GQA, causal/segments), split-KV decoding against a KV cache |
 //! | embedding | row gather, row scatter (replace/add) |
 //! | logprob | one-pass online-softmax `token_stats` with 16-byte loads; fold/finish/backward; the fused output head |
-//! | objective | the objective's per-token loss and gradient ([`Cuda::objective_tokens`]) |
-//!
-//! Beyond the trait: [`Cuda::linear_objective`] fuses the output head, the statistics, the
-//! objective and the head's backward in three GEMMs per chunk of tokens, with memory bounded by
-//! a workspace budget ([`Cuda::with_head_workspace`]) whatever the batch size.
+//! | objective | the training step ([`ObjectiveOps::linear_objective`](axpo_core::backend::ObjectiveOps::linear_objective)): output head, statistics, the objective's per-token loss and gradient ([`Cuda::objective_tokens`]) and the head's backward fused in three GEMMs per chunk of tokens, memory bounded by a workspace budget ([`Cuda::with_head_workspace`]) whatever the batch size |
 //!
 //! Without a driver, [`Cuda::new`] returns a `DeviceUnavailable` backend error (never a
 //! panic). All `unsafe` code is in the private `launch` module.
@@ -46,12 +42,8 @@ pub mod plan;
 pub use buffer::CudaBuffer;
 pub use device::{Cuda, DEFAULT_HEAD_WORKSPACE, Precision};
 pub use error::CudaError;
-pub use head::LinearObjective;
 pub use launch::{Libraries, libraries_present, nvrtc_compile};
-pub use objective::{
-    ObjectiveParams, ObjectiveTokens, TokenInputs, TokenObjectiveBuffers, TokenResult,
-    token_reference, token_weights,
-};
+pub use objective::{ObjectiveParams, TokenObjectiveBuffers, token_weights};
 
 impl axpo_core::backend::BackendTypes for Cuda {
     type Buffer = CudaBuffer;

@@ -1,16 +1,18 @@
-//! The objective's per-token loss and gradient on the device (`objective.cu`), its parameters,
-//! the per-token weights of an aggregation, and a host reference of the kernel's arithmetic.
+//! The objective's per-token loss and gradient on the device (`objective.cu`), its parameters and
+//! the per-token weights of an aggregation. The kernel mirrors the core's one source of the
+//! per-token math (`axpo_core::objective::token_terms`); the conformance suite checks the
+//! training step built on it against the f64 oracle, which calls the core.
 //!
 //! The device kernel covers every configuration whose per-token gradient needs no reduction
 //! over a sequence: PPO-clip (with or without dual clip), CISPO (both bounds), plain policy
 //! gradient, token-level truncated importance sampling, a KL penalty (k1, k2, k3) and an
 //! entropy bonus, with any [`Aggregation`] (the aggregation becomes a per-token weight). GSPO
 //! and sequence-level TIS need a sequence reduction first; they are refused with
-//! [`Error::InvalidConfig`] and stay on the host ([`axpo_core::objective::evaluate`]).
+//! [`Error::InvalidConfig`]; the training step then takes the core's default path.
 
 use axpo_core::backend::{BufferOps, DType, DeviceBuffer};
 use axpo_core::objective::{
-    Aggregation, CispoBounds, KlEstimator, ObjectiveConfig, PolicyLoss, TisLevel,
+    Aggregation, CispoBounds, KlEstimator, ObjectiveConfig, ObjectiveTokens, PolicyLoss, TisLevel,
 };
 use axpo_core::{Error, Result};
 
@@ -127,205 +129,18 @@ impl ObjectiveParams {
     }
 }
 
-/// The weight `w_t` of every token under an aggregation (the loss is `sum_t w_t l_t`).
-///
-/// # Errors
-/// [`Error::Shape`] if `seq_offsets` does not start at 0, end at `tokens` and stay
-/// non-decreasing.
-pub fn token_weights(
-    aggregation: Aggregation,
-    seq_offsets: &[usize],
-    tokens: usize,
-) -> Result<Vec<f32>> {
-    if seq_offsets.first() != Some(&0)
-        || seq_offsets.last() != Some(&tokens)
-        || seq_offsets.windows(2).any(|w| w[0] > w[1])
-    {
-        return Err(Error::Shape {
-            op: "objective",
-            reason: "seq_offsets must start at 0, end at the token count and not decrease",
-        });
-    }
+/// The weight `w_t` of every token under an aggregation ([`Aggregation::weight`], the core's
+/// one source), as the f32 vector the kernels read. `seq_offsets` must already be checked
+/// ([`ObjectiveTokens::check`]).
+#[must_use]
+pub fn token_weights(aggregation: Aggregation, seq_offsets: &[usize], tokens: usize) -> Vec<f32> {
     let mut w = vec![0.0f32; tokens];
     for s in seq_offsets.windows(2) {
-        let len = s[1] - s[0];
-        if len == 0 {
-            continue;
+        if let Some(dst) = w.get_mut(s[0]..s[1]) {
+            dst.fill(aggregation.weight(s[1] - s[0]) as f32);
         }
-        let wt = match aggregation {
-            Aggregation::TokenMean { tokens } => 1.0 / tokens as f64,
-            Aggregation::SeqMeanTokenMean { sequences } => 1.0 / (sequences as f64 * len as f64),
-            Aggregation::SeqMeanTokenSum { sequences } => 1.0 / sequences as f64,
-            Aggregation::Constant { normalizer } => 1.0 / normalizer,
-        };
-        w[s[0]..s[1]].fill(wt as f32);
     }
-    Ok(w)
-}
-
-/// One token's result: weighted loss contribution, `d loss / d logp`, `d loss / d entropy`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenResult {
-    /// The token's contribution to the loss.
-    pub loss: f64,
-    /// `d loss / d logp`.
-    pub d_logp: f64,
-    /// `d loss / d entropy`.
-    pub d_entropy: f64,
-}
-
-/// The per-token inputs of one token.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenInputs {
-    /// Current log-prob.
-    pub logp: f64,
-    /// Behaviour log-prob.
-    pub old_logp: f64,
-    /// Advantage.
-    pub advantage: f64,
-    /// Aggregation weight.
-    pub weight: f64,
-    /// Rollout log-prob (TIS), 0 if unused.
-    pub rollout_logp: f64,
-    /// Reference log-prob (KL), 0 if unused.
-    pub ref_logp: f64,
-    /// Entropy (entropy bonus), 0 if unused.
-    pub entropy: f64,
-}
-
-fn clamped_exp(x: f64, c: f64) -> (f64, bool) {
-    if x > c {
-        (c.exp(), false)
-    } else if x < -c {
-        ((-c).exp(), false)
-    } else {
-        (x.exp(), true)
-    }
-}
-
-/// The host mirror of `token_objective` in kernels/common.cuh, statement for statement, so
-/// that the kernel's arithmetic is checked against `axpo_core::objective::evaluate` without a
-/// device.
-#[must_use]
-pub fn token_reference(p: &ObjectiveParams, t: &TokenInputs) -> TokenResult {
-    let c = p.clamp;
-    let (rho, inside) = clamped_exp(t.logp - t.old_logp, c);
-    let drho = if inside { rho } else { 0.0 };
-    let a = t.advantage;
-    let (value, grad) = match p.loss {
-        0 => {
-            let (lo, hi) = (1.0 - p.eps_low, 1.0 + p.eps_high);
-            let unclipped = -a * rho;
-            let clipped = -a * rho.clamp(lo, hi);
-            let (mut v, mut gf) = if clipped > unclipped {
-                (clipped, 0.0)
-            } else {
-                (unclipped, 1.0)
-            };
-            if p.has_dual != 0 && a < 0.0 && v > -p.dual_clip * a {
-                v = -p.dual_clip * a;
-                gf = 0.0;
-            }
-            (v, if gf > 0.0 { -a * drho } else { 0.0 })
-        }
-        1 | 2 => {
-            let w = if p.loss == 1 {
-                rho.clamp(1.0 - p.eps_low, 1.0 + p.eps_high)
-            } else {
-                rho.min(p.cispo_max)
-            };
-            (-w * a * t.logp, -w * a)
-        }
-        _ => (-a * t.logp, -a),
-    };
-    let tis = if p.tis != 0 {
-        clamped_exp(t.old_logp - t.rollout_logp, c).0.min(p.tis_cap)
-    } else {
-        1.0
-    };
-    let mut out = TokenResult {
-        loss: t.weight * tis * value,
-        d_logp: t.weight * tis * grad,
-        d_entropy: 0.0,
-    };
-    if p.kl != 0 {
-        let u = t.logp - t.ref_logp;
-        let (k, dk) = match p.kl {
-            1 => (u, 1.0),
-            2 => (0.5 * u * u, u),
-            _ => {
-                let (e, in3) = clamped_exp(-u, c);
-                let x = (-u).clamp(-c, c);
-                let k = e - 1.0 - x;
-                if k > 10.0 {
-                    (10.0, 0.0)
-                } else {
-                    (k, if in3 { 1.0 - e } else { 0.0 })
-                }
-            }
-        };
-        out.loss += t.weight * p.kl_beta * k;
-        out.d_logp += t.weight * p.kl_beta * dk;
-    }
-    if p.entropy_coef != 0.0 {
-        out.loss -= t.weight * p.entropy_coef * t.entropy;
-        out.d_entropy = -t.weight * p.entropy_coef;
-    }
-    out
-}
-
-/// Per-token objective inputs held on the host (uploaded by the device methods).
-#[derive(Debug, Clone, Copy)]
-pub struct ObjectiveTokens<'a> {
-    /// Behaviour log-probs.
-    pub old_logp: &'a [f32],
-    /// Advantages.
-    pub advantages: &'a [f32],
-    /// Sequence boundaries (`[0, ..., tokens]`).
-    pub seq_offsets: &'a [usize],
-    /// Rollout log-probs, for truncated importance sampling.
-    pub rollout_logp: Option<&'a [f32]>,
-    /// Reference log-probs, for a KL penalty.
-    pub ref_logp: Option<&'a [f32]>,
-}
-
-impl ObjectiveTokens<'_> {
-    /// Checks lengths against `n` tokens and the configuration's needs.
-    ///
-    /// # Errors
-    /// [`Error::LengthMismatch`], [`Error::InvalidConfig`] for a missing optional input.
-    pub fn check(&self, n: usize, config: &ObjectiveConfig) -> Result<()> {
-        let len = |what, got: usize| {
-            if got == n {
-                Ok(())
-            } else {
-                Err(Error::LengthMismatch {
-                    what,
-                    expected: n,
-                    got,
-                })
-            }
-        };
-        len("old log-probs", self.old_logp.len())?;
-        len("advantages", self.advantages.len())?;
-        if let Some(r) = self.rollout_logp {
-            len("rollout log-probs", r.len())?;
-        } else if config.tis.is_some() {
-            return Err(Error::InvalidConfig {
-                field: "rollout log-prob",
-                reason: "required by the configuration but not given",
-            });
-        }
-        if let Some(r) = self.ref_logp {
-            len("reference log-probs", r.len())?;
-        } else if config.kl.is_some() {
-            return Err(Error::InvalidConfig {
-                field: "reference log-prob",
-                reason: "required by the configuration but not given",
-            });
-        }
-        Ok(())
-    }
+    w
 }
 
 /// What [`Cuda::objective_tokens`] returns: per-token f32 device buffers.
@@ -352,7 +167,7 @@ impl Cuda {
         config: &ObjectiveConfig,
         logp: &CudaBuffer,
         entropy: Option<&CudaBuffer>,
-        tokens: &ObjectiveTokens<'_>,
+        tokens: &ObjectiveTokens<'_, f32>,
     ) -> Result<TokenObjectiveBuffers> {
         let params = ObjectiveParams::from_config(config)?;
         let n = logp.len();
@@ -363,14 +178,15 @@ impl Cuda {
                 backend: "cuda",
             });
         }
-        tokens.check(n, config)?;
+        tokens.check(config)?;
+        axpo_core::check_len("objective log-probs", tokens.len(), n)?;
         if config.entropy_coef != 0.0 && entropy.is_none() {
             return Err(Error::InvalidConfig {
                 field: "entropy",
                 reason: "required by the configuration but not given",
             });
         }
-        let weights = token_weights(config.aggregation, tokens.seq_offsets, n)?;
+        let weights = token_weights(config.aggregation, tokens.seq_offsets, n);
         let old = self.upload_f32(tokens.old_logp)?;
         let adv = self.upload_f32(tokens.advantages)?;
         let w = self.upload_f32(&weights)?;
@@ -401,125 +217,7 @@ impl Cuda {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axpo_core::objective::{KlPenalty, ObjectiveInputs, TruncatedIs, evaluate};
-
-    /// A small deterministic generator (no external crates needed for these tests).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
-        }
-        fn range(&mut self, lo: f64, hi: f64) -> f64 {
-            lo + (hi - lo) * self.next()
-        }
-    }
-
-    fn configs() -> Vec<ObjectiveConfig> {
-        let agg = [
-            Aggregation::TokenMean { tokens: 40 },
-            Aggregation::SeqMeanTokenMean { sequences: 5 },
-            Aggregation::SeqMeanTokenSum { sequences: 3 },
-            Aggregation::Constant { normalizer: 7.5 },
-        ];
-        let losses = [
-            PolicyLoss::default(),
-            PolicyLoss::PpoClip {
-                eps_low: 0.2,
-                eps_high: 0.28,
-                dual_clip: Some(3.0),
-            },
-            PolicyLoss::Cispo {
-                bounds: CispoBounds::Relative {
-                    eps_low: 0.3,
-                    eps_high: 0.2,
-                },
-            },
-            PolicyLoss::Cispo {
-                bounds: CispoBounds::UpperOnly { max: 5.0 },
-            },
-            PolicyLoss::PolicyGradient,
-        ];
-        let mut out = Vec::new();
-        for (i, l) in losses.iter().enumerate() {
-            let a = agg[i % agg.len()];
-            out.push(ObjectiveConfig::new(*l, a));
-            out.push(
-                ObjectiveConfig::new(*l, a)
-                    .with_kl(KlPenalty {
-                        estimator: [KlEstimator::K1, KlEstimator::K2, KlEstimator::K3][i % 3],
-                        beta: 0.05,
-                    })
-                    .with_entropy_coef(0.01)
-                    .with_tis(TruncatedIs {
-                        level: TisLevel::Token,
-                        cap: 2.0,
-                    }),
-            );
-        }
-        out
-    }
-
-    #[test]
-    fn host_reference_of_the_kernel_matches_evaluate() {
-        let mut rng = Lcg(7);
-        let offsets = [0usize, 7, 7, 19, 30, 40];
-        let n = 40;
-        for config in configs() {
-            let p = ObjectiveParams::from_config(&config).expect("supported");
-            for _round in 0..5 {
-                let logp: Vec<f64> = (0..n).map(|_| rng.range(-6.0, -0.01)).collect();
-                let old: Vec<f64> = logp.iter().map(|l| l + rng.range(-0.6, 0.6)).collect();
-                let adv: Vec<f64> = (0..n).map(|_| rng.range(-2.0, 2.0)).collect();
-                let roll: Vec<f64> = old.iter().map(|l| l + rng.range(-1.0, 1.0)).collect();
-                let reference: Vec<f64> = logp.iter().map(|l| l + rng.range(-1.5, 1.5)).collect();
-                let ent: Vec<f64> = (0..n).map(|_| rng.range(0.0, 3.0)).collect();
-                let inputs = ObjectiveInputs {
-                    logp: &logp,
-                    old_logp: &old,
-                    advantages: &adv,
-                    seq_offsets: &offsets,
-                    rollout_logp: Some(&roll),
-                    ref_logp: Some(&reference),
-                    entropy: Some(&ent),
-                };
-                let want = evaluate(&config, &inputs).expect("valid inputs");
-                let w = token_weights(config.aggregation, &offsets, n).expect("offsets");
-                let mut loss = 0.0;
-                for t in 0..n {
-                    let r = token_reference(
-                        &p,
-                        &TokenInputs {
-                            logp: logp[t],
-                            old_logp: old[t],
-                            advantage: adv[t],
-                            weight: f64::from(w[t]),
-                            rollout_logp: roll[t],
-                            ref_logp: reference[t],
-                            entropy: ent[t],
-                        },
-                    );
-                    loss += r.loss;
-                    let tol = 1e-6 * (1.0 + want.d_logp[t].abs());
-                    assert!(
-                        (r.d_logp - want.d_logp[t]).abs() <= tol,
-                        "{config:?} token {t}: {} vs {}",
-                        r.d_logp,
-                        want.d_logp[t]
-                    );
-                    assert!((r.d_entropy - want.d_entropy[t]).abs() <= 1e-6);
-                }
-                assert!(
-                    (loss - want.loss).abs() <= 1e-6 * (1.0 + want.loss.abs()),
-                    "{config:?}: loss {loss} vs {}",
-                    want.loss
-                );
-            }
-        }
-    }
+    use axpo_core::objective::TruncatedIs;
 
     #[test]
     fn sequence_level_configurations_are_refused() {
@@ -549,14 +247,11 @@ mod tests {
     #[test]
     fn token_weights_follow_the_aggregation() {
         let offs = [0usize, 2, 2, 6];
-        let w =
-            token_weights(Aggregation::SeqMeanTokenMean { sequences: 3 }, &offs, 6).expect("valid");
+        let w = token_weights(Aggregation::SeqMeanTokenMean { sequences: 3 }, &offs, 6);
         assert!((w[0] - 1.0 / 6.0).abs() < 1e-7);
         assert!((w[5] - 1.0 / 12.0).abs() < 1e-7);
-        let w = token_weights(Aggregation::TokenMean { tokens: 10 }, &offs, 6).expect("valid");
+        let w = token_weights(Aggregation::TokenMean { tokens: 10 }, &offs, 6);
         assert!(w.iter().all(|&x| (x - 0.1).abs() < 1e-7));
-        assert!(token_weights(Aggregation::TokenMean { tokens: 1 }, &[0, 3], 4).is_err());
-        assert!(token_weights(Aggregation::TokenMean { tokens: 1 }, &[1, 4], 4).is_err());
     }
 
     #[test]

@@ -298,6 +298,7 @@ pub fn family_of(op: Op) -> &'static str {
         | Op::LinearTokenStats
         | Op::TokenStatsBackward
         | Op::LinearTokenStatsBackward => "logprob",
+        Op::LinearObjective => "objective",
         _ => "unknown",
     }
 }
@@ -346,6 +347,8 @@ macro_rules! __for_each_check {
             logprob::stats_backward_chunk [TokenStatsBackward];
             logprob::linear_token_stats_backward [LinearTokenStatsBackward];
             logprob::logprob_rejects_bad_input [TokenStats, LinearTokenStats, TokenStatsBackward, LinearTokenStatsBackward];
+            objective::linear_objective [LinearObjective];
+            objective::objective_rejects_bad_input [LinearObjective];
         }
     };
 }

@@ -15,6 +15,7 @@
 //! | [`AttentionOps`] | `masked_softmax` | `attention` |
 //! | [`EmbeddingOps`] | `gather_rows`, `scatter_rows` | |
 //! | [`LogprobOps`] | `stats_fold`, `stats_finish`, `stats_backward` | `token_stats`, `linear_token_stats`, `token_stats_backward`, `linear_token_stats_backward` |
+//! | [`ObjectiveOps`] | | `linear_objective` (the training step: loss, metrics, `d hidden`, `d W`) |
 //!
 //! [`Op::ALL`] lists every op; the conformance suite checks that each has a test.
 
@@ -22,6 +23,7 @@ mod cpu;
 #[cfg(feature = "fast-cpu")]
 mod fast;
 mod stats;
+mod step;
 mod tensor;
 
 use alloc::vec::Vec;
@@ -30,6 +32,10 @@ pub use cpu::{Cpu, CpuBuffer, CpuGemm, ReferenceGemm, Strided};
 #[cfg(feature = "fast-cpu")]
 pub use fast::{FastCpu, GemmCpu, GemmKernel};
 pub use stats::{FinishedStats, STATE_WIDTH, StatsState, logit_grad};
+pub use step::{
+    HeadWorkspace, ObjectiveOps, StepOutput, StepTokens, check_step, linear_objective_by_blocks,
+    token_blocks,
+};
 pub use tensor::{
     Accumulate, Activation, AttentionMask, AttentionSpec, DType, DeviceBuffer, Epilogue, HostData,
     Layout, MatMut, MatRef, ScatterMode,
@@ -83,6 +89,8 @@ pub enum Op {
     TokenStatsBackward,
     /// [`LogprobOps::linear_token_stats_backward`].
     LinearTokenStatsBackward,
+    /// [`ObjectiveOps::linear_objective`].
+    LinearObjective,
 }
 
 impl Op {
@@ -109,6 +117,7 @@ impl Op {
         Op::LinearTokenStats,
         Op::TokenStatsBackward,
         Op::LinearTokenStatsBackward,
+        Op::LinearObjective,
     ];
 }
 
@@ -889,6 +898,7 @@ pub trait Backend:
     + AttentionOps
     + EmbeddingOps
     + LogprobOps
+    + ObjectiveOps
     + Clone
     + core::fmt::Debug
     + Send
@@ -905,6 +915,7 @@ impl<T> Backend for T where
         + AttentionOps
         + EmbeddingOps
         + LogprobOps
+        + ObjectiveOps
         + Clone
         + core::fmt::Debug
         + Send

@@ -57,7 +57,19 @@ impl Cuda {
         bytes_per_elem: usize,
         chunk: VocabChunk,
     ) -> HeadPlan {
-        HeadPlan::new(n, v, bytes_per_elem, self.head_workspace, chunk.0)
+        self.head_plan_within(n, v, bytes_per_elem, self.head_workspace, chunk)
+    }
+
+    /// [`Cuda::head_plan`] under a budget of `budget` bytes.
+    pub(crate) fn head_plan_within(
+        &self,
+        n: usize,
+        v: usize,
+        bytes_per_elem: usize,
+        budget: usize,
+        chunk: VocabChunk,
+    ) -> HeadPlan {
+        HeadPlan::new(n, v, bytes_per_elem, budget, chunk.0)
     }
 
     /// `logits[r0..r1, v0..v1] = hidden[r0..r1] · W[v0..v1]ᵀ` into a dense scratch view.

@@ -495,3 +495,7 @@ impl LogprobOps for Wgpu {
         Ok(HeadGrads { d_hidden, d_weight })
     }
 }
+
+/// The training step: the core's default (`linear_objective_by_blocks`) on the WGSL
+/// primitives above.
+impl axpo_core::backend::ObjectiveOps for Wgpu {}

@@ -236,16 +236,16 @@ const LINEAR_CASES: [(usize, usize, usize, usize, DType); 6] = [
 ];
 
 /// Hidden states (a strided view: offset 2, one padding column) and the head matrix.
-struct Head<B: Backend> {
-    hidden: B::Buffer,
-    weight: B::Buffer,
-    h: Dense,
-    w: Dense,
-    logits: Dense,
-    max_dot: f64,
+pub(crate) struct Head<B: Backend> {
+    pub(crate) hidden: B::Buffer,
+    pub(crate) weight: B::Buffer,
+    pub(crate) h: Dense,
+    pub(crate) w: Dense,
+    pub(crate) logits: Dense,
+    pub(crate) max_dot: f64,
 }
 
-fn head<B: Backend>(
+pub(crate) fn head<B: Backend>(
     b: &B,
     g: &mut Gen,
     n: usize,
@@ -332,7 +332,7 @@ fn upload_stats<B: Backend>(
 }
 
 /// The oracle's `d loss / d logits` for all rows, given `lse` and `entropy`.
-fn oracle_grad(
+pub(crate) fn oracle_grad(
     z: &Dense,
     targets: &[u32],
     lse: &[f64],

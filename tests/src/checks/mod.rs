@@ -7,4 +7,5 @@ pub mod embedding;
 pub mod logprob;
 pub mod matmul;
 pub mod norm;
+pub mod objective;
 pub mod rotary;

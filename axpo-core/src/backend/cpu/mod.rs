@@ -50,3 +50,6 @@ impl<G: CpuGemm> Cpu<G> {
 impl<G: CpuGemm> super::BackendTypes for Cpu<G> {
     type Buffer = CpuBuffer;
 }
+
+/// The training step from primitives ([`linear_objective_by_blocks`](super::linear_objective_by_blocks)).
+impl<G: CpuGemm> super::ObjectiveOps for Cpu<G> {}

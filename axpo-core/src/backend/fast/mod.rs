@@ -209,3 +209,5 @@ impl LogprobOps for FastCpu {
             .stats_backward(logits, vocab_offset, targets, stats, grad, out)
     }
 }
+
+impl crate::backend::ObjectiveOps for FastCpu {}
